@@ -1,0 +1,1 @@
+"""Evaluation: WER, the latency report, benchmarks."""

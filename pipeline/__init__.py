@@ -1,0 +1,1 @@
+"""Cascade: a low-latency cascaded voice assistant (VAD -> ASR -> LLM -> TTS)."""

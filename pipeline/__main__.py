@@ -1,0 +1,56 @@
+"""Command line: ``python -m pipeline run|config ...``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import load_config
+from .errors import CascadeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a conversation: live, or from a WAV file (--input)")
+    run.add_argument("--config", default="configs/default.yaml", help="YAML config file")
+    run.add_argument("--input", type=Path, help="WAV file to replay instead of a microphone")
+    run.add_argument("--output-dir", type=Path, default=Path("out"),
+                     help="where conversation.wav, transcript.jsonl, timeline.jsonl go")
+    run.add_argument("--fast", action="store_true",
+                     help="file mode: skip idle waits instead of replaying in real time")
+    cfg = sub.add_parser("config", help="validate a config and print its effective values")
+    cfg.add_argument("--config", default="configs/default.yaml")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.command == "config":
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
+            return 0
+        if args.command == "run":
+            if args.input is None:
+                from .live import run_live  # noqa: PLC0415 (pyaudio only when live)
+                asyncio.run(run_live(config, args.output_dir))
+            else:
+                from .filemode import run_file
+                asyncio.run(run_file(config, args.input, args.output_dir, fast=args.fast))
+                print(f"wrote {args.output_dir}/conversation.wav, transcript.jsonl, timeline.jsonl")
+            return 0
+    except CascadeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""YAML configuration loaded into strict pydantic models.
+
+Layout of a config file::
+
+    vad:      {backend: silero, ...}
+    asr:      {backend: faster_whisper, ...}
+    llm:      {backend: llama_cpp, ...}
+    tts:      {backend: piper, ...}
+    pipeline: {...}            # orchestration and latency switches
+    audio:    {...}            # live devices (used by `make run`)
+
+Every default lives once, in the pydantic models (here and in each backend's
+module); ``python -m pipeline config --config FILE`` prints the effective values.
+Everything is checked here, before any model loads: unknown keys, unknown
+backends, wrong types and missing model files all raise :class:`ConfigError`
+naming the YAML key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import registry
+from .errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PipelineSettings(Strict):
+    """Orchestration and latency switches (the `pipeline:` section)."""
+
+    history_token_budget: int = Field(
+        640, ge=64,
+        description="Prompt truncation: most tokens (counted with the LLM's own tokenizer) "
+        "for system prompt + history + new user message; oldest whole turns are dropped first.")
+    truncate_prompt: bool = Field(
+        True, description="Apply history_token_budget (off: the whole history is sent).")
+    stream_tts: bool = Field(
+        True, description="Start TTS at the first finished sentence while the LLM is still "
+        "writing (off: wait for the whole reply, then synthesize it).")
+    first_clause: bool = Field(
+        True, description="The first chunk of a reply may end at a clause (comma, dash, "
+        "colon, semicolon) so that speech starts sooner; later chunks are whole sentences.")
+    min_clause_words: int = Field(
+        3, ge=1, description="Fewest words in a first-chunk clause.")
+    turn_timeout_s: float = Field(
+        30.0, gt=0, description="Hard limit for one turn's work (ASR+LLM+TTS); past it the "
+        "turn is cancelled with an error and the session goes on.")
+
+
+class AudioSettings(Strict):
+    """Live audio devices (the `audio:` section), used by `make run`."""
+
+    input_device: Optional[Union[int, str]] = Field(
+        None, description="Microphone: index or (part of) name; null = system default.")
+    output_device: Optional[Union[int, str]] = Field(
+        None, description="Speaker: index or (part of) name; null = system default.")
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    vad: Any
+    asr: Any
+    llm: Any
+    tts: Any
+    pipeline: PipelineSettings
+    audio: AudioSettings
+    source: str = "<dict>"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for kind in registry.KINDS:
+            cfg = getattr(self, kind)
+            out[kind] = {"backend": _backend_name(kind, cfg), **cfg.model_dump()}
+        out["pipeline"] = self.pipeline.model_dump()
+        out["audio"] = self.audio.model_dump()
+        return out
+
+    def replace(self, **sections: Any) -> "CascadeConfig":
+        """A copy with some sections' keys overridden, validated again
+        (``cfg.replace(pipeline={"stream_tts": False})``)."""
+        data = self.to_dict()
+        for key, values in sections.items():
+            data.setdefault(key, {}).update(values)
+        return parse_config(data, source=self.source)
+
+
+def _backend_name(kind: str, cfg: BaseModel) -> str:
+    for name, backend in registry.backends(kind).items():
+        if type(cfg) is backend.config_cls:
+            return name
+    raise ConfigError(f"{kind}: config of unregistered type {type(cfg).__name__}")
+
+
+def _format_errors(section: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (section, *e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(lines)
+
+
+def _validate(section: str, cls: type[BaseModel], data: Any, source: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {section}: expected a mapping, got {type(data).__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format_errors(section, err)}") from None
+
+
+def parse_config(data: Any, source: str = "<dict>") -> CascadeConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, "
+                          f"got {type(data).__name__}")
+    known = set(registry.KINDS) | {"pipeline", "audio"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key; valid sections: "
+                          f"{', '.join(sorted(known))}")
+    sections: dict[str, Any] = {}
+    for kind in registry.KINDS:
+        raw = data.get(kind)
+        if not isinstance(raw, dict) or "backend" not in raw:
+            names = ", ".join(sorted(registry.backends(kind)))
+            raise ConfigError(f"{source}: {kind}.backend: missing; choose one of: {names}")
+        raw = dict(raw)
+        name = raw.pop("backend")
+        if not isinstance(name, str):
+            raise ConfigError(f"{source}: {kind}.backend: expected a name, got {name!r}")
+        try:
+            backend = registry.get(kind, name)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        sections[kind] = _validate(kind, backend.config_cls, raw, source)
+    return CascadeConfig(
+        pipeline=_validate("pipeline", PipelineSettings, data.get("pipeline"), source),
+        audio=_validate("audio", AudioSettings, data.get("audio"), source),
+        source=source,
+        **sections,
+    )
+
+
+def load_config(path: Union[str, Path]) -> CascadeConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_config(data, source=str(path))

@@ -1,0 +1,106 @@
+"""Typed events that flow through the pipeline.
+
+Every event carries the ``turn_id`` it belongs to and ``t``, a time in seconds on
+the session clock (see :mod:`pipeline.clock`). Events are frozen: a stage never
+mutates what it received.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Event:
+    turn_id: int
+    t: float
+
+
+@dataclass(frozen=True)
+class AudioFrame(Event):
+    """A frame of mono float32 input audio at the pipeline rate; ``t`` is the media
+    time of its last sample (when it has fully arrived)."""
+
+    samples: np.ndarray = field(repr=False)
+    sample_rate: int = 16000
+
+
+@dataclass(frozen=True)
+class SpeechStarted(Event):
+    """Speech confirmed (it lasted ``vad.min_speech_ms``); ``speech_start`` is the
+    media time of its first voiced sample."""
+
+    speech_start: float
+
+
+@dataclass(frozen=True)
+class SpeechPaused(Event):
+    """Silence began after speech: a candidate end of turn, not yet confirmed.
+    Carries the audio so far so that work can start speculatively."""
+
+    speech_end: float
+    audio: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SpeechResumed(Event):
+    """Speech came back after a :class:`SpeechPaused`: the candidate is void."""
+
+
+@dataclass(frozen=True)
+class SpeechEnded(Event):
+    """The end of turn is decided (endpoint). ``speech_end`` is the media time of
+    the last voiced sample; ``audio`` is the whole utterance with its padding."""
+
+    speech_end: float
+    audio: np.ndarray = field(repr=False)
+    forced: bool = False  # cut at vad.max_utterance_s rather than by silence
+
+
+@dataclass(frozen=True)
+class Transcript(Event):
+    text: str
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class LLMRequest(Event):
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
+class TextDelta(Event):
+    text: str
+
+
+@dataclass(frozen=True)
+class Sentence(Event):
+    """A chunk of the reply ready for synthesis: a whole sentence, or (first chunk
+    only, when enabled) a clause."""
+
+    text: str
+    index: int
+
+
+@dataclass(frozen=True)
+class AudioChunk(Event):
+    """Mono float32 reply audio. ``sentence_index`` ties it to its text."""
+
+    samples: np.ndarray = field(repr=False)
+    sample_rate: int
+    sentence_index: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class TurnError(Event):
+    stage: str
+    message: str

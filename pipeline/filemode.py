@@ -1,0 +1,54 @@
+"""File mode: replay a WAV through the pipeline as if it came from a microphone,
+at real-time pace or, with ``fast``, skipping the waits while nothing is being
+computed. Writes conversation.wav (user left, assistant right, one time line),
+transcript.jsonl and timeline.jsonl."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator, Callable, Optional
+
+import numpy as np
+
+from . import clock as clock_mod
+from .audio import FRAME_SAMPLES, PIPELINE_RATE, frames, read_wav
+from .clock import Clock
+from .config import CascadeConfig
+from .console import Console
+from .events import AudioFrame
+from .orchestrator import Orchestrator, build_stages
+from .session_log import SessionLog
+from .sinks import FileSink
+
+
+async def file_frames(audio: np.ndarray, clock: Clock, busy: Callable[[], bool],
+                      tail_s: float = 1.0) -> AsyncIterator[AudioFrame]:
+    """Frames of ``audio`` delivered when their last sample would have arrived, then
+    ``tail_s`` of silence so that the last utterance can end."""
+    padded = np.concatenate([audio, np.zeros(int(tail_s * PIPELINE_RATE), np.float32)])
+    for end, frame in frames(padded, FRAME_SAMPLES):
+        t = end / PIPELINE_RATE
+        await clock.sleep_until(t, skippable=not busy())
+        yield AudioFrame(-1, t, samples=frame, sample_rate=PIPELINE_RATE)
+
+
+async def run_file(config: CascadeConfig, input_path: Path, out_dir: Optional[Path],
+                   fast: bool = False, console: Optional[Console] = None) -> tuple[Orchestrator,
+                                                                                  FileSink]:
+    console = console or Console()
+    audio = read_wav(input_path, PIPELINE_RATE)
+    stages = build_stages(config)
+    sink = FileSink(rate=stages.tts.sample_rate)
+    orch = Orchestrator(config, stages, sink, SessionLog(out_dir), console)
+    try:
+        await orch.start()
+        clock = Clock(fast=fast)
+        clock_mod.use(clock)
+        tail = (stages.vad.config.min_silence_ms + stages.vad.config.speech_pad_ms) / 1000 + 0.5
+        console.info(f"replaying {input_path} ({len(audio) / PIPELINE_RATE:.1f} s"
+                     f"{', fast' if fast else ', real time'})")
+        await orch.run(file_frames(audio, clock, lambda: orch.busy, tail_s=tail))
+    finally:
+        if out_dir is not None:
+            sink.write(out_dir / "conversation.wav", audio, PIPELINE_RATE)
+        await orch.aclose()
+    return orch, sink

@@ -1,0 +1,251 @@
+"""The one orchestrator: owns the order of things, cancellation and timing.
+
+Audio frames go through the VAD. At each endpoint (SpeechEnded) a turn task runs
+ASR -> prompt truncation -> LLM tokens -> sentence splitter -> TTS -> sink, as a
+chain of async iterators: each stage pulls from the previous one, so the first
+sentence is synthesized while the LLM is still writing the rest. One turn at a
+time: user speech during a turn or its playback (barge-in) cancels the turn,
+stops the sink, and the history keeps only what was played, marked interrupted.
+Stages never see each other or the clock's owner; phases are stamped here.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Optional, TypeVar
+
+from . import clock, registry
+from .config import CascadeConfig
+from .console import Console
+from .errors import CascadeError, StageError
+from .events import (AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded, SpeechStarted,
+                     TextDelta)
+from .session_log import SessionLog
+from .sinks import AudioSink, PlayedText
+from .splitter import SentenceSplitter, split_stream
+from .timeline import TurnTimeline
+from .truncation import build_prompt
+
+T = TypeVar("T")
+
+
+@dataclass
+class Stages:
+    vad: Any
+    asr: Any
+    llm: Any
+    tts: Any
+
+    def all(self) -> list[Any]:
+        return [self.vad, self.asr, self.llm, self.tts]
+
+
+def build_stages(config: CascadeConfig) -> Stages:
+    """Construct (not load) each configured backend from the registry."""
+    made = {}
+    for kind in registry.KINDS:
+        cfg = getattr(config, kind)
+        backend = next(b for b in registry.backends(kind).values() if type(cfg) is b.config_cls)
+        made[kind] = backend.factory(cfg)
+    return Stages(**made)
+
+
+@dataclass
+class Turn:
+    turn_id: int
+    timeline: TurnTimeline
+    user_text: str = ""
+    reply: list[str] = field(default_factory=list)  # chunks handed to the sink
+    status: str = "pending"  # answered | interrupted | no_speech | error
+    error: Optional[str] = None
+    played: Optional[PlayedText] = None
+    task: Optional[asyncio.Task] = None
+    ended: Optional[SpeechEnded] = None
+
+
+async def _one(item: T) -> AsyncIterator[T]:
+    yield item
+
+
+async def _guard(stage: str, events: AsyncIterator[T], on_first: Callable[[T], None]
+                 ) -> AsyncIterator[T]:
+    """Name the stage in any failure, and report the first item."""
+    first = True
+    try:
+        async with aclosing(events) as it:
+            async for item in it:
+                if first:
+                    on_first(item)
+                    first = False
+                yield item
+    except (asyncio.CancelledError, StageError):
+        raise
+    except Exception as err:  # a backend failure becomes a StageError naming the stage
+        raise StageError(stage, f"{type(err).__name__}: {err}") from err
+
+
+async def _whole_reply(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[Sentence]:
+    """Naive hand-off: the whole LLM reply as one chunk."""
+    parts, turn_id = [], None
+    async for d in deltas:
+        parts.append(d.text)
+        turn_id = d.turn_id
+    text = "".join(parts).strip()
+    if text:
+        yield Sentence(turn_id, clock.now(), text=text, index=0)
+
+
+class Orchestrator:
+    def __init__(self, config: CascadeConfig, stages: Stages, sink: AudioSink,
+                 log: SessionLog, console: Console):
+        self.config = config
+        self.stages = stages
+        self.sink = sink
+        self.log = log
+        self.console = console
+        self.history: list[ChatMessage] = []
+        self.splitter = SentenceSplitter(config.pipeline.first_clause,
+                                         config.pipeline.min_clause_words)
+        self._turn: Optional[Turn] = None  # newest turn not yet finalized
+        self.ready_s: Optional[float] = None
+
+    # ---- life cycle -------------------------------------------------------------
+    async def start(self) -> None:
+        t0 = time.perf_counter()
+        self.console.info("loading models: " + ", ".join(
+            f"{s.kind}={getattr(self.config, s.kind).__class__.__name__}" for s in self.stages.all()))
+        await asyncio.gather(*(s.start() for s in self.stages.all()))
+        for s in self.stages.all():
+            await s.warmup()
+        self.ready_s = time.perf_counter() - t0
+        loads = ", ".join(f"{s.kind} {s.load_s:.2f}s" for s in self.stages.all())
+        self.console.info(f"ready in {self.ready_s:.2f} s (load: {loads}; then warm-up)")
+
+    async def aclose(self) -> None:
+        for s in self.stages.all():
+            await s.aclose()
+
+    @property
+    def busy(self) -> bool:
+        """A turn is being computed (not just played)."""
+        return self._turn is not None and self._turn.task is not None and not self._turn.task.done()
+
+    # ---- main loop --------------------------------------------------------------
+    async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
+        self.console.status("listening")
+        try:
+            async for ev in self.stages.vad.process(frames):
+                if isinstance(ev, SpeechStarted):
+                    self.console.status("hearing you")
+                    await self._settle_previous()
+                elif isinstance(ev, SpeechEnded):
+                    if ev.forced:
+                        self.console.info(f"  (turn {ev.turn_id} cut at vad.max_utterance_s="
+                                          f"{self.stages.vad.config.max_utterance_s:g})")
+                    self._start_turn(ev)
+            if self._turn is not None and self._turn.task is not None:
+                await asyncio.gather(self._turn.task, return_exceptions=True)
+        finally:
+            await self._settle_previous(final=True)
+
+    def _start_turn(self, ended: SpeechEnded) -> None:
+        timeline = TurnTimeline(ended.turn_id)
+        timeline.mark("user_speech_end", ended.speech_end)
+        timeline.mark("endpoint", ended.t)
+        turn = Turn(ended.turn_id, timeline, ended=ended)
+        self._turn = turn
+        self.console.status("thinking")
+        turn.task = asyncio.create_task(self._run_turn(turn, ended), name=f"turn-{turn.turn_id}")
+
+    async def _settle_previous(self, final: bool = False) -> None:
+        """Before new user speech is handled: interrupt the previous turn if it is
+        still running or playing (barge-in), then record it."""
+        turn = self._turn
+        if turn is None:
+            return
+        self._turn = None
+        running = turn.task is not None and not turn.task.done()
+        if running:
+            turn.task.cancel()
+            await asyncio.gather(turn.task, return_exceptions=True)
+            if not turn.user_text and turn.ended is not None and not final:
+                # Cut before its transcript was ready: keep what the user said anyway.
+                turn.user_text = await self._transcribe(turn.ended)
+        # At the end of the input a finished reply may still play out; otherwise
+        # audio still playing when the user speaks is a barge-in.
+        if running or (not final and self.sink.busy_until() > clock.now() + 1e-3):
+            turn.played = await self.sink.stop(turn.turn_id)
+            if not turn.played.complete:
+                turn.status = "interrupted"
+        self._finalize(turn)
+
+    async def _transcribe(self, ended: SpeechEnded) -> str:
+        async with aclosing(self.stages.asr.process(_one(ended))) as it:
+            return (await anext(it)).text
+
+    # ---- one turn -----------------------------------------------------------------
+    async def _run_turn(self, turn: Turn, ended: SpeechEnded) -> None:
+        st, pcfg, tl = self.stages, self.config.pipeline, turn.timeline
+        try:
+            async with asyncio.timeout(pcfg.turn_timeout_s):
+                async with aclosing(_guard("asr", st.asr.process(_one(ended)),
+                                           lambda e: tl.mark("asr_final", e.t))) as asr:
+                    transcript = await anext(asr)
+                turn.user_text = transcript.text
+                if not transcript.text:
+                    turn.status = "no_speech"
+                    return
+                self.console.user(turn.turn_id, transcript.text)
+                messages = await st.llm.worker.call(
+                    build_prompt, st.llm.config.system_prompt, self.history, transcript.text,
+                    st.llm.count_tokens, pcfg.history_token_budget if pcfg.truncate_prompt else None)
+                deltas = _guard("llm", st.llm.process(_one(LLMRequest(turn.turn_id, clock.now(),
+                                                                      messages))),
+                                lambda e: tl.mark("llm_first_token", e.t))
+                chunks = split_stream(deltas, self.splitter) if pcfg.stream_tts else _whole_reply(deltas)
+                sentences = _guard("splitter", chunks, lambda e: tl.mark("first_sentence", e.t))
+                audio = _guard("tts", st.tts.process(sentences),
+                               lambda e: tl.mark("tts_first_audio", e.t))
+                async with aclosing(audio) as it:
+                    async for chunk in it:
+                        start = await self.sink.play(chunk)
+                        first = not turn.reply
+                        turn.reply.append(chunk.text)
+                        if first:
+                            tl.mark("playback_start", start)
+                            self.console.status("speaking")
+                        self.console.assistant(turn.turn_id, chunk.text,
+                                               tl.v2v_ms if first else None)
+                turn.status = "answered" if turn.reply else "error"
+                if not turn.reply:
+                    turn.error = "llm: empty reply"
+        except TimeoutError:
+            turn.status = "error"
+            turn.error = f"turn exceeded pipeline.turn_timeout_s={pcfg.turn_timeout_s:g}"
+        except CascadeError as err:
+            turn.status = "error"
+            turn.error = str(err)
+        self.console.status("listening")
+
+    def _finalize(self, turn: Turn) -> None:
+        if turn.played is not None:
+            reply = turn.played.text
+        else:
+            reply = " ".join(turn.reply).strip()
+        interrupted = turn.status == "interrupted"
+        if turn.status == "pending":  # cancelled before it had anything to say
+            turn.status = "interrupted" if turn.user_text else "no_speech"
+        if turn.user_text:
+            self.history.append(ChatMessage("user", turn.user_text))
+            if reply:
+                self.history.append(ChatMessage("assistant", reply, interrupted=interrupted))
+        record = turn.timeline.record(status=turn.status)
+        transcript = {"turn_id": turn.turn_id, "user": turn.user_text, "assistant": reply,
+                      "status": turn.status, "interrupted": interrupted}
+        if turn.error:
+            transcript["error"] = record["error"] = turn.error
+        self.log.add(transcript, record)
+        if turn.user_text or turn.error:
+            self.console.turn_done(turn.turn_id, turn.status, turn.error)

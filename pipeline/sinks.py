@@ -1,0 +1,111 @@
+"""Audio sinks: where reply audio goes.
+
+A sink places each AudioChunk on the session's time line and says when its first
+sample reaches the output (that is the turn's ``playback_start``). On barge-in,
+``stop()`` drops what has not been heard yet and says which text was played.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import clock
+from .audio import resample, write_wav
+from .events import AudioChunk
+
+
+@dataclass
+class Placed:
+    turn_id: int
+    sentence_index: int
+    text: str
+    start: float
+    samples: np.ndarray
+
+    def end(self, rate: int) -> float:
+        return self.start + len(self.samples) / rate
+
+
+@dataclass(frozen=True)
+class PlayedText:
+    text: str  # the text whose audio started playing
+    complete: bool  # False if cut by a barge-in
+
+
+class AudioSink(abc.ABC):
+    rate: int
+
+    @abc.abstractmethod
+    async def play(self, chunk: AudioChunk) -> float:
+        """Queue a chunk; return the session time its first sample is output."""
+
+    @abc.abstractmethod
+    def busy_until(self) -> float:
+        """Session time at which everything queued will have been played."""
+
+    @abc.abstractmethod
+    async def stop(self, turn_id: int) -> PlayedText:
+        """Barge-in: drop this turn's audio not yet played, now. Returns the text
+        actually played."""
+
+    async def aclose(self) -> None:
+        pass
+
+
+def played_text(placed: list[Placed], turn_id: int, cut: float, rate: int) -> PlayedText:
+    """The text of ``turn_id``'s chunks that started before ``cut``."""
+    mine = [p for p in placed if p.turn_id == turn_id]
+    heard = [p for p in mine if p.start < cut]
+    complete = all(p.end(rate) <= cut for p in mine)
+    return PlayedText(" ".join(p.text for p in heard).strip(), complete)
+
+
+class FileSink(AudioSink):
+    """A virtual speaker for file mode: audio is laid on the session time line
+    as a listener would have heard it, and rendered to a WAV at the end."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.placed: list[Placed] = []
+        self._end = 0.0
+
+    async def play(self, chunk: AudioChunk) -> float:
+        samples = resample(chunk.samples, chunk.sample_rate, self.rate)
+        start = max(clock.now(), self._end)
+        self.placed.append(Placed(chunk.turn_id, chunk.sentence_index, chunk.text, start, samples))
+        self._end = start + len(samples) / self.rate
+        return start
+
+    def busy_until(self) -> float:
+        return self._end
+
+    async def stop(self, turn_id: int) -> PlayedText:
+        cut = clock.now()
+        result = played_text(self.placed, turn_id, cut, self.rate)
+        kept = []
+        for p in self.placed:
+            if p.turn_id == turn_id and p.end(self.rate) > cut:
+                n = max(0, int(round((cut - p.start) * self.rate)))
+                if n == 0:
+                    continue
+                p.samples = p.samples[:n]
+            kept.append(p)
+        self.placed = kept
+        self._end = max([p.end(self.rate) for p in self.placed], default=cut)
+        return result
+
+    def render(self, user_audio: np.ndarray, user_rate: int) -> np.ndarray:
+        """Stereo (n, 2): user on the left, assistant on the right, one time line."""
+        left = resample(user_audio, user_rate, self.rate)
+        end = max([len(left) / self.rate] + [p.end(self.rate) for p in self.placed])
+        out = np.zeros((int(np.ceil(end * self.rate)) + 1, 2), np.float32)
+        out[:len(left), 0] = left
+        for p in self.placed:
+            i = int(round(p.start * self.rate))
+            out[i:i + len(p.samples), 1] += p.samples[:max(0, len(out) - i)]
+        return out
+
+    def write(self, path, user_audio: np.ndarray, user_rate: int) -> None:
+        write_wav(path, self.render(user_audio, user_rate), self.rate)

@@ -1,0 +1,70 @@
+"""Prompt truncation: keep prefill short with a token budget for the history.
+
+Tokens are counted by the LLM backend's own tokenizer on the fully rendered
+prompt. The system prompt is always kept; the oldest whole turns (a user message
+and the assistant's reply) are dropped first. If the system prompt and the new
+user message alone exceed the budget, the user message keeps its newest words.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .events import ChatMessage
+
+Counter = Callable[[Sequence[ChatMessage]], int]
+INTERRUPTED_MARK = "…"  # the reply was cut off where the user spoke
+
+
+def as_prompt_message(msg: ChatMessage) -> ChatMessage:
+    """What the LLM sees: an interrupted reply is marked as such."""
+    if msg.role == "assistant" and msg.interrupted:
+        return ChatMessage(msg.role, msg.content + INTERRUPTED_MARK)
+    return msg
+
+
+def group_turns(history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+    """Split a history into whole turns, each starting at a user message."""
+    turns: list[list[ChatMessage]] = []
+    for msg in history:
+        if msg.role == "user" or not turns:
+            turns.append([msg])
+        else:
+            turns[-1].append(msg)
+    return turns
+
+
+def build_prompt(system: str, history: Sequence[ChatMessage], user_text: str,
+                 count: Counter, budget: int | None) -> tuple[ChatMessage, ...]:
+    """System prompt + the newest whole turns that fit in ``budget`` tokens + the
+    new user message. ``budget=None`` keeps everything."""
+    sys_msg = ChatMessage("system", system)
+    user_msg = ChatMessage("user", user_text)
+    turns = [[as_prompt_message(m) for m in t] for t in group_turns(history)]
+
+    def assemble(kept: list[list[ChatMessage]], user: ChatMessage) -> tuple[ChatMessage, ...]:
+        return (sys_msg, *(m for t in kept for m in t), user)
+
+    if budget is None:
+        return assemble(turns, user_msg)
+    # Drop oldest turns first. Find how many newest turns fit (count is monotone in it).
+    lo, hi = 0, len(turns)  # number of newest turns kept
+    if count(assemble(turns, user_msg)) <= budget:
+        return assemble(turns, user_msg)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(assemble(turns[len(turns) - mid:], user_msg)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo > 0 or count(assemble([], user_msg)) <= budget:
+        return assemble(turns[len(turns) - lo:], user_msg)
+    # Even alone, the user message is too long: keep its newest words.
+    words = user_text.split()
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(assemble([], ChatMessage("user", " ".join(words[-mid:])))) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return assemble([], ChatMessage("user", " ".join(words[-lo:])))

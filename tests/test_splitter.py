@@ -1,0 +1,74 @@
+import random
+
+import pytest
+
+from pipeline.splitter import SentenceSplitter
+
+
+def split_tokenwise(text, tokens=None, **kw):
+    s = SentenceSplitter(**kw)
+    out = []
+    for tok in tokens if tokens is not None else list(text):
+        out += list(s.feed(tok))
+    return out + list(s.flush())
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("It costs $29.99 today. Thanks!", ["It costs $29.99 today.", "Thanks!"]),
+    ("Dr. Smith is here. Mr. Jones left.", ["Dr. Smith is here.", "Mr. Jones left."]),
+    ("Use it, e.g. a hammer. Done.", ["Use it, e.g. a hammer.", "Done."]),
+    ("Wait... what happened? Nothing... Really.", ["Wait... what happened?", "Nothing...",
+                                                    "Really."]),
+    ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+    ("The U.S. Army is big. J. K. Rowling wrote it.", ["The U.S. Army is big.",
+                                                      "J. K. Rowling wrote it."]),
+    ("Pi is 3.14159 roughly. Yes.", ["Pi is 3.14159 roughly.", "Yes."]),
+    ("We sold 1,000 units, and more. Good.", ["We sold 1,000 units,", "and more.", "Good."]),
+    ("Is it? Yes! No.", ["Is it?", "Yes!", "No."]),
+    ("No final punctuation", ["No final punctuation"]),
+])
+def test_sentences_fed_character_by_character(text, expected):
+    assert split_tokenwise(text) == expected
+
+
+def test_first_chunk_may_be_a_clause_later_ones_are_sentences():
+    text = "Well, I think that you are right, and it is fine. Then, we go on, later, fine."
+    out = split_tokenwise(text, min_clause_words=3)
+    assert out == ["Well, I think that you are right,", "and it is fine.",
+                   "Then, we go on, later, fine."]
+    assert split_tokenwise(text, first_clause=False) == [
+        "Well, I think that you are right, and it is fine.", "Then, we go on, later, fine."]
+
+
+def test_boundary_waits_for_the_next_non_space_character():
+    s = SentenceSplitter()
+    assert list(s.feed("Hello there.")) == []
+    assert list(s.feed("  ")) == []
+    assert list(s.feed("H")) == ["Hello there."]
+    assert list(s.flush()) == ["H"]
+
+
+def test_llm_like_tokens_never_split_inside_a_word():
+    text = ("Sure, the meeting with Dr. Brown is at 3.30 p.m. on Friday. It costs $12.50 per "
+            "person... or so. \"Great!\" she said. Let's go.")
+    rng = random.Random(7)
+    for _ in range(50):
+        tokens, i = [], 0
+        while i < len(text):
+            n = rng.randint(1, 6)
+            tokens.append(text[i:i + n])
+            i += n
+        out = split_tokenwise(text, tokens)
+        assert " ".join(out) == " ".join(text.split())  # nothing lost, nothing reordered
+        for chunk in out:
+            assert text.find(chunk) >= 0
+            end = text.find(chunk) + len(chunk)
+            assert end == len(text) or text[end].isspace()  # cut only at whitespace
+        assert out[0] == "Sure, the meeting with Dr. Brown is at 3.30 p.m. on Friday."
+
+
+def test_reset_between_turns():
+    s = SentenceSplitter()
+    list(s.feed("Half a sent"))
+    s.reset()
+    assert list(s.feed("New turn. Next")) == ["New turn."]

@@ -1,0 +1,76 @@
+from pipeline.events import ChatMessage
+from pipeline.truncation import INTERRUPTED_MARK, build_prompt, group_turns
+
+
+def words(messages):
+    """A stand-in tokenizer: one token per word plus 4 per message."""
+    return sum(len(m.content.split()) + 4 for m in messages)
+
+
+def history(n):
+    out = []
+    for i in range(n):
+        out += [ChatMessage("user", f"question number {i} " + "x " * 5),
+                ChatMessage("assistant", f"answer number {i} " + "y " * 5)]
+    return out
+
+
+def test_everything_kept_when_it_fits():
+    msgs = build_prompt("be brief", history(2), "hello", words, budget=1000)
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
+
+
+def test_oldest_whole_turns_dropped_first_and_system_kept():
+    h = history(6)
+    msgs = build_prompt("be brief", h, "new question", words, budget=60)
+    assert msgs[0] == ChatMessage("system", "be brief")
+    assert msgs[-1] == ChatMessage("user", "new question")
+    assert words(msgs) <= 60
+    kept = msgs[1:-1]
+    assert len(kept) % 2 == 0 and kept  # whole turns only
+    assert kept[-1].content.startswith("answer number 5")  # the newest turns survive
+    assert kept[0].role == "user"
+    # one more turn would not fit
+    more = build_prompt("be brief", h, "new question", words, budget=60 + 0)
+    assert more == msgs
+
+
+def test_budget_without_history_room():
+    msgs = build_prompt("be brief", history(3), "q", words, budget=12)
+    assert [m.role for m in msgs] == ["system", "user"]
+
+
+def test_monologue_keeps_its_newest_words():
+    long_text = " ".join(f"w{i}" for i in range(500))
+    msgs = build_prompt("sys", [], long_text, words, budget=100)
+    assert words(msgs) <= 100
+    assert msgs[-1].content.endswith("w499")
+    assert msgs[0].content == "sys"
+
+
+def test_no_budget_keeps_all():
+    assert len(build_prompt("s", history(50), "q", words, budget=None)) == 102
+
+
+def test_interrupted_reply_is_marked():
+    h = [ChatMessage("user", "tell me"), ChatMessage("assistant", "Once upon", interrupted=True)]
+    msgs = build_prompt("s", h, "stop", words, budget=None)
+    assert msgs[2].content == "Once upon" + INTERRUPTED_MARK
+
+
+def test_group_turns():
+    assert [len(t) for t in group_turns(history(3))] == [2, 2, 2]
+
+
+def test_real_tokenizer_counts_the_rendered_prompt(llm):
+    h = history(40)
+    budget = 300
+    msgs = build_prompt(llm.config.system_prompt, h, "What time is it?", llm.count_tokens, budget)
+    assert llm.count_tokens(msgs) <= budget
+    assert msgs[0].content == llm.config.system_prompt
+    # dropping one fewer turn would exceed the budget
+    n_kept = (len(msgs) - 2) // 2
+    wider = build_prompt(llm.config.system_prompt, h, "What time is it?", llm.count_tokens,
+                         budget=None)
+    with_one_more = (wider[0], *wider[1:-1][-(2 * (n_kept + 1)):], wider[-1])
+    assert llm.count_tokens(with_one_more) > budget
