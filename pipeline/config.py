@@ -51,6 +51,13 @@ class PipelineSettings(Strict):
         "colon, semicolon) so that speech starts sooner; later chunks are whole sentences.")
     min_clause_words: int = Field(
         3, ge=1, description="Fewest words in a first-chunk clause.")
+    speculative: bool = Field(
+        True, description="Speculative end of turn: start ASR, then the LLM and TTS, as soon as "
+        "silence begins (vad.pause_ms); play when the endpoint is confirmed, discard the work "
+        "if speech resumes.")
+    warmup: bool = Field(
+        True, description="Run one tiny request through every stage at start, so the first "
+        "turn is as fast as the later ones.")
     turn_timeout_s: float = Field(
         30.0, gt=0, description="Hard limit for one turn's work (ASR+LLM+TTS); past it the "
         "turn is cancelled with an error and the session goes on.")

@@ -36,5 +36,20 @@ def reference() -> str:
     return "\n".join(lines)
 
 
+def write_readme(path: str = "README.md") -> None:
+    """Replace the generated section of the README in place."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + reference() + tail)
+
+
 if __name__ == "__main__":
-    print(reference())
+    import sys
+
+    if "--write" in sys.argv:
+        write_readme()
+    else:
+        print(reference())

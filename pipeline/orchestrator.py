@@ -20,8 +20,8 @@ from . import clock, registry
 from .config import CascadeConfig
 from .console import Console
 from .errors import CascadeError, StageError
-from .events import (AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded, SpeechStarted,
-                     TextDelta)
+from .events import (AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded, SpeechPaused,
+                     SpeechResumed, SpeechStarted, TextDelta)
 from .session_log import SessionLog
 from .sinks import AudioSink, PlayedText
 from .splitter import SentenceSplitter, split_stream
@@ -63,6 +63,11 @@ class Turn:
     played: Optional[PlayedText] = None
     task: Optional[asyncio.Task] = None
     ended: Optional[SpeechEnded] = None
+    # Speculative turns start at a pause and wait at this gate before playing.
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    speculative: bool = False
+    started_at: float = 0.0  # when its ASR got the audio
+    shown: bool = False  # the user's text has been printed
 
 
 async def _one(item: T) -> AsyncIterator[T]:
@@ -108,8 +113,11 @@ class Orchestrator:
         self.history: list[ChatMessage] = []
         self.splitter = SentenceSplitter(config.pipeline.first_clause,
                                          config.pipeline.min_clause_words)
-        self._turn: Optional[Turn] = None  # newest turn not yet finalized
+        self._turn: Optional[Turn] = None  # newest committed turn not yet finalized
+        self._spec: Optional[Turn] = None  # speculative turn waiting for its endpoint
         self.ready_s: Optional[float] = None
+        self.stats = {"speculative_started": 0, "speculative_committed": 0,
+                      "speculative_discarded": 0, "speculative_wasted_s": 0.0}
 
     # ---- life cycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -117,8 +125,9 @@ class Orchestrator:
         self.console.info("loading models: " + ", ".join(
             f"{s.kind}={getattr(self.config, s.kind).__class__.__name__}" for s in self.stages.all()))
         await asyncio.gather(*(s.start() for s in self.stages.all()))
-        for s in self.stages.all():
-            await s.warmup()
+        if self.config.pipeline.warmup:
+            for s in self.stages.all():
+                await s.warmup()
         self.ready_s = time.perf_counter() - t0
         loads = ", ".join(f"{s.kind} {s.load_s:.2f}s" for s in self.stages.all())
         self.console.info(f"ready in {self.ready_s:.2f} s (load: {loads}; then warm-up)")
@@ -130,7 +139,8 @@ class Orchestrator:
     @property
     def busy(self) -> bool:
         """A turn is being computed (not just played)."""
-        return self._turn is not None and self._turn.task is not None and not self._turn.task.done()
+        return any(t is not None and t.task is not None and not t.task.done()
+                   for t in (self._turn, self._spec))
 
     # ---- main loop --------------------------------------------------------------
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
@@ -140,24 +150,59 @@ class Orchestrator:
                 if isinstance(ev, SpeechStarted):
                     self.console.status("hearing you")
                     await self._settle_previous()
+                elif isinstance(ev, SpeechPaused):
+                    if self.config.pipeline.speculative:
+                        self._start_speculative(ev)
+                elif isinstance(ev, SpeechResumed):
+                    await self._discard_speculative()
                 elif isinstance(ev, SpeechEnded):
                     if ev.forced:
                         self.console.info(f"  (turn {ev.turn_id} cut at vad.max_utterance_s="
                                           f"{self.stages.vad.config.max_utterance_s:g})")
-                    self._start_turn(ev)
+                    self._commit_turn(ev)
             if self._turn is not None and self._turn.task is not None:
                 await asyncio.gather(self._turn.task, return_exceptions=True)
         finally:
+            await self._discard_speculative()
             await self._settle_previous(final=True)
 
-    def _start_turn(self, ended: SpeechEnded) -> None:
-        timeline = TurnTimeline(ended.turn_id)
-        timeline.mark("user_speech_end", ended.speech_end)
-        timeline.mark("endpoint", ended.t)
-        turn = Turn(ended.turn_id, timeline, ended=ended)
+    def _launch(self, ended: SpeechEnded, speculative: bool) -> Turn:
+        turn = Turn(ended.turn_id, TurnTimeline(ended.turn_id), ended=ended,
+                    speculative=speculative, started_at=clock.now())
+        turn.task = asyncio.create_task(self._run_turn(turn, ended), name=f"turn-{turn.turn_id}")
+        return turn
+
+    def _start_speculative(self, paused: SpeechPaused) -> None:
+        """Silence began: start the turn's work now, on the audio so far."""
+        self._spec = self._launch(SpeechEnded(paused.turn_id, paused.t, paused.speech_end,
+                                              paused.audio), speculative=True)
+        self.stats["speculative_started"] += 1
+
+    async def _discard_speculative(self) -> None:
+        """Speech resumed (or the session ends): the speculative work is void."""
+        spec, self._spec = self._spec, None
+        if spec is not None and spec.task is not None:
+            spec.task.cancel()
+            await asyncio.gather(spec.task, return_exceptions=True)
+            self.stats["speculative_discarded"] += 1
+            self.stats["speculative_wasted_s"] += clock.now() - spec.started_at
+
+    def _commit_turn(self, ended: SpeechEnded) -> None:
+        """The endpoint is confirmed: open the speculative turn's gate, or start now."""
+        spec, self._spec = self._spec, None
+        if spec is not None and spec.turn_id == ended.turn_id and not ended.forced:
+            turn = spec
+            self.stats["speculative_committed"] += 1
+        else:
+            if spec is not None and spec.task is not None:
+                spec.task.cancel()
+            turn = self._launch(ended, speculative=False)
+        turn.ended = ended
+        turn.timeline.mark("user_speech_end", ended.speech_end)
+        turn.timeline.mark("endpoint", ended.t)
+        turn.gate.set()
         self._turn = turn
         self.console.status("thinking")
-        turn.task = asyncio.create_task(self._run_turn(turn, ended), name=f"turn-{turn.turn_id}")
 
     async def _settle_previous(self, final: bool = False) -> None:
         """Before new user speech is handled: interrupt the previous turn if it is
@@ -197,7 +242,6 @@ class Orchestrator:
                 if not transcript.text:
                     turn.status = "no_speech"
                     return
-                self.console.user(turn.turn_id, transcript.text)
                 messages = await st.llm.worker.call(
                     build_prompt, st.llm.config.system_prompt, self.history, transcript.text,
                     st.llm.count_tokens, pcfg.history_token_budget if pcfg.truncate_prompt else None)
@@ -210,6 +254,10 @@ class Orchestrator:
                                lambda e: tl.mark("tts_first_audio", e.t))
                 async with aclosing(audio) as it:
                     async for chunk in it:
+                        if not turn.gate.is_set():  # speculative: hold until the endpoint
+                            await turn.gate.wait()
+                        if not turn.shown:
+                            self._show_user(turn)
                         start = await self.sink.play(chunk)
                         first = not turn.reply
                         turn.reply.append(chunk.text)
@@ -229,7 +277,13 @@ class Orchestrator:
             turn.error = str(err)
         self.console.status("listening")
 
+    def _show_user(self, turn: Turn) -> None:
+        turn.shown = True
+        self.console.user(turn.turn_id, turn.user_text)
+
     def _finalize(self, turn: Turn) -> None:
+        if turn.user_text and not turn.shown:
+            self._show_user(turn)
         if turn.played is not None:
             reply = turn.played.text
         else:
@@ -241,7 +295,8 @@ class Orchestrator:
             self.history.append(ChatMessage("user", turn.user_text))
             if reply:
                 self.history.append(ChatMessage("assistant", reply, interrupted=interrupted))
-        record = turn.timeline.record(status=turn.status)
+        record = turn.timeline.record(status=turn.status, speculative=turn.speculative,
+                                      asr_start=round(turn.started_at, 4))
         transcript = {"turn_id": turn.turn_id, "user": turn.user_text, "assistant": reply,
                       "status": turn.status, "interrupted": interrupted}
         if turn.error:

@@ -39,6 +39,19 @@ class TurnTimeline:
         return out
 
     def in_order(self) -> bool:
-        """Phases present are non-decreasing in the canonical order."""
-        seen = [self.times[p] for p in PHASES if p in self.times]
+        return phases_in_order(self.times)
+
+
+# The causal chain of a turn. The endpoint is not in it: a speculative turn's ASR
+# and LLM start at a pause, before the endpoint is confirmed; its audio waits for it.
+CHAIN = ("user_speech_end", "asr_final", "llm_first_token", "first_sentence",
+         "tts_first_audio", "playback_start")
+
+
+def phases_in_order(times: dict[str, Optional[float]]) -> bool:
+    """Every present phase follows its causes: the chain above is non-decreasing, and
+    user_speech_end <= endpoint <= playback_start."""
+    def ordered(names):
+        seen = [times[p] for p in names if times.get(p) is not None]
         return all(a <= b + 1e-9 for a, b in zip(seen, seen[1:]))
+    return ordered(CHAIN) and ordered(("user_speech_end", "endpoint", "playback_start"))

@@ -19,6 +19,7 @@ from pipeline.events import SpeechEnded, Transcript
 from pipeline.models import bundled_file, looks_like_path, user_path
 from pipeline.registry import register
 from stages.base import Stage
+from stages.whisper_window import decode_window
 
 SAMPLE_RATE = 16000
 
@@ -53,6 +54,12 @@ class FasterWhisperConfig(Strict):
     cpu_threads: int = Field(2, ge=0, description="Threads for the CPU (0 = library default).")
     beam_size: int = Field(1, ge=1, description="Beam width (1 = greedy, fastest).")
     language: Optional[str] = Field("en", description="Language code, or null to detect it.")
+    short_window: bool = Field(True, description="Encode the utterance plus a margin instead "
+                               "of a 30 s padded window, with a guard that falls back to the "
+                               "padded decode (needs a fixed language).")
+    window_margin_s: float = Field(3.0, ge=0, description="Silence added after the utterance "
+                                   "in the short window.")
+    window_floor_s: float = Field(10.0, gt=0, le=30, description="Shortest window, seconds.")
 
     @field_validator("model")
     @classmethod
@@ -68,6 +75,8 @@ class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
     def __init__(self, config: FasterWhisperConfig):
         super().__init__(config)
         self._model = None
+        self._tokenizer = None
+        self.stats = {"short": 0, "fallback": 0, "padded": 0}
 
     def _load(self) -> None:
         try:
@@ -79,9 +88,30 @@ class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
         self._model = WhisperModel(str(resolve_model(cfg.model)), device=cfg.device,
                                    compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads,
                                    local_files_only=True)
+        if cfg.language is not None:
+            from faster_whisper.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                                        task="transcribe", language=cfg.language)
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, str]:
-        """Blocking: the whole decode (faster-whisper decodes lazily while iterating)."""
+        """Blocking: the whole decode, short window first where enabled."""
+        cfg = self.config
+        fits = len(audio) / SAMPLE_RATE + cfg.window_margin_s <= 30
+        if cfg.short_window and self._tokenizer is not None and fits:
+            res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
+                                cfg.window_floor_s, cfg.beam_size)
+            if res.rejected is None:
+                self.stats["short"] += 1
+                return res.text, cfg.language
+            self.stats["fallback"] += 1
+        else:
+            self.stats["padded"] += 1
+        return self.transcribe_padded(audio)
+
+    def transcribe_padded(self, audio: np.ndarray) -> tuple[str, str]:
+        """Blocking: faster-whisper's standard transcription (30 s padded windows);
+        the whole lazy generator is consumed here, on the worker thread."""
         cfg = self.config
         segments, info = self._model.transcribe(
             audio, language=cfg.language, beam_size=cfg.beam_size, without_timestamps=True,

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from pipeline import clock
-from pipeline.events import (AudioChunk, SpeechEnded, SpeechStarted, TextDelta, Transcript)
+from pipeline.events import (AudioChunk, SpeechEnded, SpeechPaused, SpeechResumed,
+                             SpeechStarted, TextDelta, Transcript)
 from pipeline.worker import Worker
 
 
@@ -36,23 +37,34 @@ class ScriptedVAD(FakeStage):
     ``script = [(start_s, end_s), ...]``; the endpoint comes ``endpoint_s`` after end."""
     kind = "vad"
 
-    def __init__(self, script, endpoint_s=0.3):
+    def __init__(self, script, endpoint_s=0.3, pause_s=0.064, resumes=()):
         super().__init__(max_utterance_s=60.0, min_silence_ms=300, speech_pad_ms=0)
         self.script = script
         self.endpoint_s = endpoint_s
+        self.pause_s = pause_s
+        self.resumes = resumes  # (pause_at, resume_at) inside an utterance
 
     async def process(self, frames):
-        pending = [("start", s, i + 1, s) for i, (s, e) in enumerate(self.script)] + \
-                  [("end", e + self.endpoint_s, i + 1, e) for i, (s, e) in enumerate(self.script)]
-        pending.sort(key=lambda p: p[1])
+        pending = []
+        for i, (s, e) in enumerate(self.script):
+            pending += [(s, "start", i + 1, s), (e + self.pause_s, "pause", i + 1, e),
+                        (e + self.endpoint_s, "end", i + 1, e)]
+            for p, r in self.resumes:
+                if s < p < e:
+                    pending += [(p + self.pause_s, "pause", i + 1, p), (r, "resume", i + 1, r)]
+        pending.sort(key=lambda p: p[0])
         async for frame in frames:
-            while pending and frame.t >= pending[0][1]:
-                kind, _, turn_id, at = pending.pop(0)
+            while pending and frame.t >= pending[0][0]:
+                _, kind, turn_id, at = pending.pop(0)
+                audio = np.zeros(1600, np.float32)
                 if kind == "start":
                     yield SpeechStarted(turn_id, clock.now(), speech_start=at)
+                elif kind == "pause":
+                    yield SpeechPaused(turn_id, clock.now(), speech_end=at, audio=audio)
+                elif kind == "resume":
+                    yield SpeechResumed(turn_id, clock.now())
                 else:
-                    yield SpeechEnded(turn_id, clock.now(), speech_end=at,
-                                      audio=np.zeros(1600, np.float32))
+                    yield SpeechEnded(turn_id, clock.now(), speech_end=at, audio=audio)
 
 
 class FakeASR(FakeStage):

@@ -4,4 +4,4 @@ from tests.conftest import ROOT
 
 def test_readme_config_reference_is_generated_from_the_models():
     readme = (ROOT / "README.md").read_text()
-    assert reference() in readme, "README is stale: paste the output of python -m pipeline.docs"
+    assert reference() in readme, "README is stale: run python -m pipeline.docs --write"

@@ -35,7 +35,7 @@ def session(default_config, script, seconds, fast=True, **cfg):
 
 
 def test_timeline_phases_follow_the_scripted_latencies(default_config):
-    orch, stages, sink, log = session(default_config, [(1.0, 2.0)], 8.0)
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0)], 8.0, speculative=False)
     [rec] = log.timeline
     assert rec["status"] == "answered"
     assert rec["user_speech_end"] == 2.0
@@ -85,7 +85,8 @@ def test_barge_in_cuts_playback_and_keeps_only_played_text(default_config):
 
 def test_speech_during_processing_cancels_the_turn(default_config):
     # the second utterance starts 0.1 s after the first endpoint: turn 1 never speaks
-    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (2.4, 3.0)], 8.0)
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (2.4, 3.0)], 8.0,
+                                      speculative=False)
     assert log.transcript[0]["status"] == "interrupted"
     assert log.transcript[0]["user"] == "hello 1"  # what the user said is kept
     assert log.transcript[0]["assistant"] == ""
@@ -108,3 +109,47 @@ def test_fast_mode_skips_idle_time_but_times_turns(default_config):
     _, _, _, log = session(default_config, [(10.0, 11.0)], 30.0)
     assert time.monotonic() - t0 < 10  # 30 s of input, mostly skipped
     assert log.timeline[0]["v2v_ms"] > 300  # endpoint 0.3 s + scripted processing
+
+
+def test_speculative_turn_starts_at_the_pause_and_plays_at_the_endpoint(default_config):
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0)], 8.0)
+    [rec] = log.timeline
+    assert rec["speculative"] is True
+    # ASR started at the pause (2.064 s), before the endpoint (2.3 s)
+    assert rec["asr_start"] == pytest.approx(2.064, abs=0.04)
+    assert rec["asr_final"] < rec["endpoint"]
+    # everything was ready before the endpoint: playback starts right at it
+    assert rec["playback_start"] == pytest.approx(rec["endpoint"], abs=0.02)
+    assert orch.stats["speculative_committed"] == 1 and orch.stats["speculative_discarded"] == 0
+
+
+def test_speculative_work_is_discarded_when_speech_resumes(default_config):
+    # a pause at 1.5 s inside the utterance, speech back at 1.7 s
+    config = default_config
+    stages = Stages(vad=ScriptedVAD([(1.0, 2.0)], resumes=[(1.5, 1.7)]), asr=FakeASR(),
+                    llm=FakeLLM(), tts=FakeTTS())
+    sink, log = FileSink(16000), SessionLog(None)
+    orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
+
+    async def main():
+        await orch.start()
+        clk = Clock(fast=True)
+        clock_mod.use(clk)
+        await orch.run(file_frames(np.zeros(8 * 16000, np.float32), clk, lambda: orch.busy,
+                                   tail_s=0.5))
+
+    asyncio.run(main())
+    assert orch.stats["speculative_started"] == 2
+    assert orch.stats["speculative_discarded"] == 1
+    assert orch.stats["speculative_committed"] == 1
+    assert 0.1 < orch.stats["speculative_wasted_s"] < 0.2  # from 1.564 to 1.7 s
+    assert len(log.transcript) == 1 and log.transcript[0]["status"] == "answered"
+    assert all(p.start >= 2.29 for p in sink.placed)  # nothing played before the endpoint
+
+
+def test_without_speculation_work_starts_at_the_endpoint(default_config):
+    _, _, _, log = session(default_config, [(1.0, 2.0)], 8.0, speculative=False)
+    [rec] = log.timeline
+    assert rec["speculative"] is False
+    assert rec["asr_start"] == pytest.approx(rec["endpoint"], abs=0.01)
+    assert rec["asr_final"] - rec["endpoint"] == pytest.approx(0.10, abs=0.03)

@@ -1,0 +1,76 @@
+"""Whisper short-utterance decoding: encode the audio actually present plus a
+margin of silence instead of a 30 s padded window (the encoder's cost grows with
+the window), with a guard. Unpadded decoding tends to repeat itself or stop
+early, so an output that repeats a phrase, speaks implausibly fast or fills its
+token limit is rejected and the caller falls back to the standard padded decode.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+HOP = 160  # samples per mel frame
+FULL_FRAMES = 3000  # 30 s
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    text: str
+    rejected: Optional[str]  # why the guard refused it, or None
+
+
+def window_frames(n_samples: int, margin_s: float, floor_s: float) -> int:
+    seconds = max(n_samples / SAMPLE_RATE + margin_s, floor_s)
+    return min(FULL_FRAMES, int(np.ceil(seconds * SAMPLE_RATE / HOP)))
+
+
+def token_limit(n_samples: int) -> int:
+    """Generous bound on tokens for this much speech (fast speech is ~4 tokens/s)."""
+    return min(448, int(12 + 6 * n_samples / SAMPLE_RATE))
+
+
+def guard(text: str, seconds: float, n_tokens: int, limit: int) -> Optional[str]:
+    """Why ``text`` looks like a failed short-window decode, or None."""
+    if n_tokens >= limit:
+        return "hit token limit"
+    words = [re.sub(r"[^\w']", "", w) for w in text.lower().split()]
+    words = [w for w in words if w]
+    if len(words) / max(seconds, 0.5) > 4.5:
+        return "implausibly fast speech"
+    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    if len(grams) != len(set(grams)):
+        return "repeated phrase"
+    for n in range(1, len(words) // 2 + 1):
+        for i in range(len(words) - 2 * n + 1):
+            if words[i:i + n] == words[i + n:i + 2 * n]:
+                if n >= 2 or words[i:i + n] == words[i + 2 * n:i + 3 * n]:
+                    return "repeated words"
+    return None
+
+
+def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s: float,
+                  beam_size: int) -> WindowResult:
+    """Blocking. ``model`` is a faster_whisper.WhisperModel, ``tokenizer`` its
+    faster_whisper Tokenizer for the fixed language."""
+    import ctranslate2
+
+    frames = window_frames(len(audio), margin_s, floor_s)
+    pad = max(0, frames * HOP - len(audio))
+    feats = model.feature_extractor(audio, padding=pad)[:, :frames]
+    encoded = model.model.encode(ctranslate2.StorageView.from_array(
+        np.ascontiguousarray(feats[None], dtype=np.float32)), to_cpu=False)
+    limit = token_limit(len(audio))
+    prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+    res = model.model.generate(encoded, [prompt], beam_size=beam_size, max_length=limit,
+                               suppress_blank=True, suppress_tokens=[-1],
+                               return_scores=True, return_no_speech_prob=True)[0]
+    ids = [i for i in res.sequences_ids[0] if i < tokenizer.eot]
+    text = tokenizer.decode(ids).strip()
+    if res.no_speech_prob > 0.6 and res.scores[0] < -1.0:
+        return WindowResult("", None)
+    return WindowResult(text, guard(text, len(audio) / SAMPLE_RATE, len(res.sequences_ids[0]),
+                                    limit))
