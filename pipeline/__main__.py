@@ -22,22 +22,39 @@ def _parser() -> argparse.ArgumentParser:
                      help="where conversation.wav, transcript.jsonl, timeline.jsonl go")
     run.add_argument("--fast", action="store_true",
                      help="file mode: skip idle waits instead of replaying in real time")
+    run.add_argument("--input-device", help="live: microphone index or name (overrides YAML)")
+    run.add_argument("--output-device", help="live: speaker index or name (overrides YAML)")
+    run.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    sub.add_parser("devices", help="list audio devices")
     cfg = sub.add_parser("config", help="validate a config and print its effective values")
     cfg.add_argument("--config", default="configs/default.yaml")
     return p
 
 
+def _device(spec):
+    return int(spec) if spec is not None and spec.isdigit() else spec
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "devices" or getattr(args, "list_devices", False):
+            from .devices import describe, list_devices, open_pyaudio
+            pa = open_pyaudio()
+            try:
+                print(describe(list_devices(pa)))
+            finally:
+                pa.terminate()
+            return 0
         config = load_config(args.config)
         if args.command == "config":
             print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
             return 0
         if args.command == "run":
             if args.input is None:
-                from .live import run_live  # noqa: PLC0415 (pyaudio only when live)
-                asyncio.run(run_live(config, args.output_dir))
+                from .live import run_live  # PyAudio is needed only here
+                asyncio.run(run_live(config, args.output_dir, _device(args.input_device),
+                                     _device(args.output_device)))
             else:
                 from .filemode import run_file
                 asyncio.run(run_file(config, args.input, args.output_dir, fast=args.fast))

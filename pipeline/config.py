@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -64,12 +64,30 @@ class PipelineSettings(Strict):
 
 
 class AudioSettings(Strict):
-    """Live audio devices (the `audio:` section), used by `make run`."""
+    """Live audio devices and echo handling (the `audio:` section), used by `make run`."""
 
     input_device: Optional[Union[int, str]] = Field(
         None, description="Microphone: index or (part of) name; null = system default.")
     output_device: Optional[Union[int, str]] = Field(
         None, description="Speaker: index or (part of) name; null = system default.")
+    echo: Literal["aec", "half_duplex", "off"] = Field(
+        "aec", description="How the assistant avoids hearing itself: aec = Speex echo "
+        "cancellation with the played signal as reference, plus a gate on echo-dominated "
+        "frames; half_duplex = while it speaks, only loud, clear speech interrupts; off.")
+    aec_tail_ms: int = Field(400, ge=50, le=1000, description="Longest echo path the canceller "
+                             "models (speaker-to-microphone delay plus device buffers).")
+    aec_gate: float = Field(0.5, ge=0, le=1, description="A frame whose echo-cancelled level is "
+                            "below this fraction of the recent speaker level is echo, not speech.")
+    aec_converge_s: float = Field(3.0, ge=0, description="Speaker activity the canceller needs "
+                                  "to converge; until then only speech louder than aec_gate x "
+                                  "the speaker level interrupts.")
+    half_duplex_level_db: float = Field(-34.0, le=0, description="half_duplex: level (dBFS) the "
+                                        "microphone must exceed to interrupt the assistant; "
+                                        "set it between your echo level and your voice.")
+    half_duplex_threshold: float = Field(0.8, gt=0, lt=1, description="half_duplex: speech "
+                                         "probability needed to interrupt the assistant.")
+    block_ms: int = Field(20, ge=5, le=100, description="Device buffer size: smaller stops "
+                          "playback sooner on barge-in.")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ class AudioFrame(Event):
 
     samples: np.ndarray = field(repr=False)
     sample_rate: int = 16000
+    assistant_speaking: bool = False  # captured while the reply was playing
+    likely_echo: bool = False  # dominated by the assistant's own voice (echo canceller's verdict)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ Stages never see each other or the clock's owner; phases are stamped here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Turn:
     speculative: bool = False
     started_at: float = 0.0  # when its ASR got the audio
     shown: bool = False  # the user's text has been printed
+    barge_in_stop_ms: Optional[float] = None
 
 
 async def _one(item: T) -> AsyncIterator[T]:
@@ -143,13 +145,20 @@ class Orchestrator:
                    for t in (self._turn, self._spec))
 
     # ---- main loop --------------------------------------------------------------
+    async def _mark_playback(self, frames: AsyncIterator[AudioFrame]) -> AsyncIterator[AudioFrame]:
+        """Tell the VAD which frames were captured while the reply was playing."""
+        async for frame in frames:
+            if not frame.assistant_speaking and self.sink.busy_until() > frame.t:
+                frame = dataclasses.replace(frame, assistant_speaking=True)
+            yield frame
+
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
         self.console.status("listening")
         try:
-            async for ev in self.stages.vad.process(frames):
+            async for ev in self.stages.vad.process(self._mark_playback(frames)):
                 if isinstance(ev, SpeechStarted):
                     self.console.status("hearing you")
-                    await self._settle_previous()
+                    await self._settle_previous(detected_at=ev.t)
                 elif isinstance(ev, SpeechPaused):
                     if self.config.pipeline.speculative:
                         self._start_speculative(ev)
@@ -204,7 +213,8 @@ class Orchestrator:
         self._turn = turn
         self.console.status("thinking")
 
-    async def _settle_previous(self, final: bool = False) -> None:
+    async def _settle_previous(self, final: bool = False,
+                               detected_at: Optional[float] = None) -> None:
         """Before new user speech is handled: interrupt the previous turn if it is
         still running or playing (barge-in), then record it."""
         turn = self._turn
@@ -224,6 +234,9 @@ class Orchestrator:
             turn.played = await self.sink.stop(turn.turn_id)
             if not turn.played.complete:
                 turn.status = "interrupted"
+                if detected_at is not None and turn.played.stopped_at is not None:
+                    # from the detected speech start to the last reply sample output
+                    turn.barge_in_stop_ms = (turn.played.stopped_at - detected_at) * 1000
         self._finalize(turn)
 
     async def _transcribe(self, ended: SpeechEnded) -> str:
@@ -297,6 +310,8 @@ class Orchestrator:
                 self.history.append(ChatMessage("assistant", reply, interrupted=interrupted))
         record = turn.timeline.record(status=turn.status, speculative=turn.speculative,
                                       asr_start=round(turn.started_at, 4))
+        if turn.barge_in_stop_ms is not None:
+            record["barge_in_stop_ms"] = round(turn.barge_in_stop_ms, 1)
         transcript = {"turn_id": turn.turn_id, "user": turn.user_text, "assistant": reply,
                       "status": turn.status, "interrupted": interrupted}
         if turn.error:

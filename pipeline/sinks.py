@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class Placed:
 class PlayedText:
     text: str  # the text whose audio started playing
     complete: bool  # False if cut by a barge-in
+    stopped_at: Optional[float] = None  # when the last of it left the speaker
 
 
 class AudioSink(abc.ABC):
@@ -55,11 +57,15 @@ class AudioSink(abc.ABC):
 
 
 def played_text(placed: list[Placed], turn_id: int, cut: float, rate: int) -> PlayedText:
-    """The text of ``turn_id``'s chunks that started before ``cut``."""
+    """The text of ``turn_id``'s sentences whose audio started before ``cut``."""
     mine = [p for p in placed if p.turn_id == turn_id]
-    heard = [p for p in mine if p.start < cut]
+    heard: dict[int, str] = {}
+    for p in mine:
+        if p.start < cut:
+            heard.setdefault(p.sentence_index, p.text)
     complete = all(p.end(rate) <= cut for p in mine)
-    return PlayedText(" ".join(p.text for p in heard).strip(), complete)
+    return PlayedText(" ".join(heard[i] for i in sorted(heard)).strip(), complete,
+                      stopped_at=cut)
 
 
 class FileSink(AudioSink):

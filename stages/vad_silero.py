@@ -34,7 +34,13 @@ class SileroVADConfig(Strict):
         None, gt=0, lt=1, description="Below this a frame is silence (hysteresis); "
         "null = threshold - 0.15.")
     min_speech_ms: int = Field(96, ge=0, description="Speech shorter than this is noise: no "
-                               "turn, no barge-in.")
+                               "turn.")
+    barge_in_min_speech_ms: int = Field(
+        288, ge=0, description="While the assistant speaks, speech must last this long to "
+        "interrupt it (a cough or a click does not).")
+    barge_in_threshold: Optional[float] = Field(
+        None, gt=0, lt=1, description="Speech probability needed to interrupt the assistant; "
+        "null = threshold. audio.echo: half_duplex raises it.")
     min_silence_ms: int = Field(320, ge=32, description="Silence that ends a turn (endpoint).")
     pause_ms: int = Field(64, ge=32, description="Silence after which a SpeechPaused "
                           "(candidate end of turn) is emitted.")
@@ -68,7 +74,6 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         super().__init__(config)
         self._session = None
         self.turns = 0  # utterances seen: the turn ids the orchestrator uses
-        self.threshold = config.threshold  # raised by the orchestrator while it speaks
 
     def _load(self) -> None:
         import onnxruntime
@@ -98,13 +103,19 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
     async def process(self, frames: AsyncIterator[AudioFrame]):
         cfg = self.config
         pad = _frames(cfg.speech_pad_ms)
-        min_speech, min_silence, pause = (_frames(cfg.min_speech_ms), _frames(cfg.min_silence_ms),
-                                          _frames(cfg.pause_ms))
+        min_silence, pause = _frames(cfg.min_silence_ms), _frames(cfg.pause_ms)
+        min_speech_normal, min_speech_barge = (_frames(cfg.min_speech_ms),
+                                               _frames(cfg.barge_in_min_speech_ms))
+        barge_threshold = cfg.barge_in_threshold or cfg.threshold
         max_frames = int(cfg.max_utterance_s * SAMPLE_RATE / FRAME)
-        history: deque[np.ndarray] = deque(maxlen=pad + min_speech + 1)
+        # pre-roll: long enough to reach back over speech judged echo at first
+        history: deque[np.ndarray] = deque(maxlen=pad + max(min_speech_normal,
+                                                             min_speech_barge) + 32)
         utterance: list[np.ndarray] = []
         in_speech = False
         voiced_run = 0
+        raw_run = 0  # voiced frames counting those judged echo: where speech may have begun
+        raw_start = 0.0
         silence_run = 0
         paused = False
         last_voiced_end = 0.0
@@ -114,21 +125,32 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
             if frame.sample_rate != SAMPLE_RATE or len(frame.samples) != FRAME:
                 raise ValueError(f"vad: expects {FRAME}-sample frames at {SAMPLE_RATE} Hz, got "
                                  f"{len(frame.samples)} at {frame.sample_rate} Hz")
-            p = await self.worker.call(self.probability, frame.samples)
+            raw = await self.worker.call(self.probability, frame.samples)
+            p = 0.0 if frame.likely_echo else raw  # the assistant hearing itself is not speech
             frame_start = frame.t - FRAME / SAMPLE_RATE
             if not in_speech:
                 history.append(frame.samples)
-                if p >= self.threshold:
+                threshold = barge_threshold if frame.assistant_speaking else cfg.threshold
+                min_speech = min_speech_barge if frame.assistant_speaking else min_speech_normal
+                if raw >= cfg.threshold:
+                    if raw_run == 0:
+                        raw_start = frame_start
+                    raw_run += 1
+                elif raw < cfg.low:
+                    raw_run = 0
+                if p >= threshold:
                     if voiced_run == 0:
                         start_t = frame_start
                     voiced_run += 1
                     if voiced_run >= min_speech:
                         in_speech, silence_run, paused = True, 0, False
                         last_voiced_end = frame.t
-                        keep = min(len(history), voiced_run + pad)
+                        onset = max(voiced_run, raw_run)
+                        keep = min(len(history), onset + pad)
                         utterance = list(history)[-keep:]
                         self.turns += 1
-                        yield SpeechStarted(self.turns, frame.t, speech_start=start_t)
+                        yield SpeechStarted(self.turns, frame.t, speech_start=min(start_t, raw_start)
+                                            if raw_run >= voiced_run else start_t)
                 elif p < cfg.low:
                     voiced_run = 0
                 continue
@@ -136,7 +158,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
             utterance.append(frame.samples)
             # Hysteresis: inside speech a frame above neg_threshold is still speech;
             # once paused, only a frame above threshold resumes it.
-            if p >= (self.threshold if paused else cfg.low):
+            if p >= (cfg.threshold if paused else cfg.low):
                 last_voiced_end = frame.t
                 silence_run = 0
                 if paused:
@@ -153,7 +175,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
                 audio = self._cut(utterance, silence_run, pad)
                 yield SpeechEnded(self.turns, frame.t, speech_end=last_voiced_end if not forced
                                   else frame.t, audio=audio, forced=forced)
-                in_speech, voiced_run, paused = False, 0, False
+                in_speech, voiced_run, raw_run, paused = False, 0, 0, False
                 history.clear()
                 utterance = []
 

@@ -1,0 +1,349 @@
+"""The latency report: where every millisecond of a turn goes, against the 500 ms
+voice-to-voice ceiling and Moshi's ~200 ms.
+
+    make report [CONFIG=configs/default.yaml] [ABLATION=1]
+    .venv/bin/python -m eval.report --config FILE [--turns 20] [--ablation] [--ablation-turns 10]
+
+Builds a scripted conversation from ../shared/speech clips (natural pauses, each
+user turn after the assistant has finished), replays it in real time through the
+pipeline, and measures V2V from the true end of the user's speech (from the clip's
+own audio, so the endpoint delay counts). With --ablation the same conversation is
+replayed with each latency switch off in turn and as a naive cascade, in the same
+run, and each is reported as a ratio to the full pipeline.
+
+Writes eval/out/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from eval.corpus import load_manifest
+from eval.scripted import ScriptedUser, UserTurn
+from eval.speech_bounds import speech_end
+from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
+    phase_table, under_share
+from pipeline import clock as clock_mod
+from pipeline.audio import read_wav
+from pipeline.clock import Clock
+from pipeline.config import CascadeConfig, load_config
+from pipeline.console import Console
+from pipeline.orchestrator import Orchestrator, build_stages
+from pipeline.session_log import SessionLog
+from pipeline.sinks import FileSink
+
+OUT = Path(__file__).resolve().parent / "out"
+
+# Every latency switch, and how to turn it off.
+SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
+    "speculative end of turn": {"pipeline": {"speculative": False}},
+    "short-window ASR": {"asr": {"short_window": False}},
+    "first-clause TTS": {"pipeline": {"first_clause": False}},
+    "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
+    "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},
+    "prompt truncation": {"pipeline": {"truncate_prompt": False}},
+    "warm-up": {"pipeline": {"warmup": False}},
+    "thread budget (2 threads per stage)": {"asr": {"cpu_threads": 1}, "llm": {"n_threads": 1},
+                                            "tts": {"threads": 1}},
+}
+
+
+def naive_overrides() -> dict[str, dict[str, Any]]:
+    """The naive cascade: every switch off (wait for the full transcript, then the
+    full reply, then synthesize all of it, then play)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for over in SWITCHES.values():
+        for section, values in over.items():
+            merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def apply(config: CascadeConfig, overrides: dict[str, dict[str, Any]]) -> CascadeConfig:
+    return config.replace(**overrides) if overrides else config
+
+
+def pick_clips(n: int, seed: int = 1, max_s: float = 10.0) -> list:
+    """``n`` clips (at most ``max_s`` long, like a spoken request) in a seeded order."""
+    clips = load_manifest()
+    order = [c for c in clips if c.duration_s <= max_s]
+    random.Random(seed).shuffle(order)
+    chosen = (order * (n // len(order) + 1))[:n]
+    return [(c, read_wav(c.path), speech_end(c, clips)) for c in chosen]
+
+
+def match_turns(user_turns: list[UserTurn], records: list[dict[str, Any]],
+                end: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Pair each scripted user turn with the pipeline turn that answered its end."""
+    matched, premature, missed = [], 0, 0
+    for i, ut in enumerate(user_turns):
+        nxt = user_turns[i + 1].offset if i + 1 < len(user_turns) else end
+        mine = [r for r in records if r.get("user_speech_end") is not None
+                and ut.offset <= r["user_speech_end"] < nxt]
+        answered = [r for r in mine if r.get("playback_start") is not None]
+        final = [r for r in answered if r["user_speech_end"] >= ut.speech_end - 0.5]
+        premature += len([r for r in mine if r["user_speech_end"] < ut.speech_end - 0.5])
+        if not final:
+            missed += 1
+            continue
+        rec = dict(final[-1])
+        rec.update(speech_end=ut.speech_end, clip=ut.clip.id, user_turn=i + 1)
+        matched.append(rec)
+    return matched, {"premature_endpoints": premature, "missed_turns": missed}
+
+
+async def run_conversation(config: CascadeConfig, clips, seed: int, progress=None
+                           ) -> dict[str, Any]:
+    stages = build_stages(config)
+    sink = FileSink(rate=stages.tts.sample_rate)
+    log = SessionLog(None)
+    orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
+    t_load = time.perf_counter()
+    await orch.start()
+    ready_s = time.perf_counter() - t_load
+    clock = Clock()
+    clock_mod.use(clock)
+    user = ScriptedUser(clips, clock, lambda: not orch.busy and sink.busy_until() <= clock.now(),
+                        seed=seed, on_turn=lambda i: progress and progress.update(1))
+    try:
+        await orch.run(user.frames())
+    finally:
+        await orch.aclose()
+    matched, counts = match_turns(user.turns, log.timeline, user.media_time)
+    for rec in matched:
+        tr = next(t for t in log.transcript if t["turn_id"] == rec["turn_id"])
+        rec.update(user_text=tr["user"], assistant_text=tr["assistant"])
+    asr_stats = getattr(stages.asr, "stats", {})
+    return {"turns": matched, "counts": counts, "speculation": dict(orch.stats),
+            "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline}
+
+
+def summarize(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    v2v = percentiles(durations_ms(t)["V2V"] for t in turns)
+    return {"p50": v2v["p50"], "p90": v2v["p90"], "max": v2v["max"]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+    versions = {}
+    for pkg in ("faster-whisper", "ctranslate2", "llama_cpp_python", "piper-tts", "onnxruntime",
+                "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cores": os.cpu_count(), "versions": versions}
+
+
+def plot(turns: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v2v = [durations_ms(t)["V2V"] for t in turns]
+    # waterfall of the typical (median V2V) turn
+    typical = turns[int(np.argsort(v2v)[len(v2v) // 2])]
+    t0 = typical["speech_end"]
+    bars = [("endpoint delay", typical["speech_end"], typical["endpoint"]),
+            ("ASR", typical["asr_start"], typical["asr_final"]),
+            ("LLM TTFT", typical["asr_final"], typical["llm_first_token"]),
+            ("first sentence", typical["llm_first_token"], typical["first_sentence"]),
+            ("TTS first audio", typical["first_sentence"], typical["tts_first_audio"]),
+            ("wait for endpoint / sink", typical["tts_first_audio"], typical["playback_start"])]
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for i, (name, a, b) in enumerate(bars):
+        ax.barh(i, (b - a) * 1000, left=(a - t0) * 1000, color=f"C{i}")
+        ax.text(max(a, b) * 0 + (b - t0) * 1000 + 5, i, f"{(b - a) * 1000:.0f} ms", va="center",
+                fontsize=8)
+    ax.set_yticks(range(len(bars)), [b[0] for b in bars])
+    ax.invert_yaxis()
+    ax.axvline(CEILING_MS, color="red", ls="--", label="500 ms ceiling")
+    ax.axvline(MOSHI_MS, color="gray", ls=":", label="Moshi ~200 ms")
+    ax.axvline((typical["playback_start"] - t0) * 1000, color="black",
+               label=f"playback start (V2V {(typical['playback_start'] - t0) * 1000:.0f} ms)")
+    ax.set_xlabel("ms after the end of the user's speech")
+    ax.set_title(f"A typical turn (median V2V): user turn {typical['user_turn']}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out / "waterfall.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.hist(v2v, bins=min(30, max(5, len(v2v) // 2)), color="C0")
+    ax.axvline(CEILING_MS, color="red", ls="--", label="500 ms ceiling")
+    ax.axvline(MOSHI_MS, color="gray", ls=":", label="Moshi ~200 ms")
+    ax.axvline(float(np.median(v2v)), color="black", label=f"median {np.median(v2v):.0f} ms")
+    ax.set_xlabel("voice-to-voice latency (ms)")
+    ax.set_ylabel("turns")
+    ax.set_title(f"V2V over {len(v2v)} turns; {under_share(turns) * 100:.0f}% under 500 ms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "v2v.png", dpi=110)
+    plt.close(fig)
+
+
+def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
+           out: Path = OUT) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    base = load_config(config_path)
+    clips = pick_clips(max(turns, ablation_turns), seed)
+    variants: list[tuple[str, dict[str, Any], int]] = [("full pipeline", {}, turns)]
+    if ablation:
+        variants += [(f"without {name}", over, ablation_turns) for name, over in SWITCHES.items()]
+        variants.append(("naive cascade", naive_overrides(), ablation_turns))
+    total = sum(n for _, _, n in variants)
+    results: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    with tqdm(total=total, unit="turn", desc="report", dynamic_ncols=True) as bar:
+        for name, over, n in variants:
+            bar.set_postfix_str(name)
+            results[name] = asyncio.run(run_conversation(apply(base, over), clips[:n], seed, bar))
+    elapsed = time.perf_counter() - t_start
+
+    full = results["full pipeline"]
+    full_turns = full["turns"]
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "config": config_path,
+        "v2v_ms": summarize(full_turns),
+        "turns": len(full_turns),
+        "under_500ms_share": under_share(full_turns),
+        "first_turn_v2v_ms": durations_ms(full_turns[0])["V2V"] if full_turns else None,
+        "later_turns_v2v_p50_ms": percentiles(durations_ms(t)["V2V"] for t in full_turns[1:])["p50"],
+        "phases_ms": phase_table(full_turns),
+        "speculation": full["speculation"],
+        "asr_paths": full["asr_paths"],
+        "endpointing": full["counts"],
+        "ready_s": full["ready_s"],
+        "elapsed_s": elapsed,
+        "machine": machine(),
+    }
+    spec = full["speculation"]
+    if spec["speculative_started"]:
+        summary["speculation"]["hit_rate"] = spec["speculative_committed"] / spec["speculative_started"]
+    if ablation:
+        ref = summarize(full_turns[:ablation_turns])
+        rows = {}
+        for name, res in results.items():
+            if name == "full pipeline":
+                continue
+            s = summarize(res["turns"])
+            rows[name] = {"v2v_ms": s, "turns": len(res["turns"]),
+                          "ratio_p50": s["p50"] / ref["p50"] if s["p50"] and ref["p50"] else None,
+                          "first_turn_v2v_ms": durations_ms(res["turns"][0])["V2V"]
+                          if res["turns"] else None}
+        summary["ablation_reference"] = {"v2v_ms": ref, "turns": min(ablation_turns, len(full_turns))}
+        summary["ablation"] = rows
+        naive = rows["naive cascade"]["v2v_ms"]
+        summary["naive_v2v_ms"] = {"p50": naive["p50"], "p90": naive["p90"]}
+        summary["speedup_vs_naive_p50"] = naive["p50"] / ref["p50"] if ref["p50"] else None
+    else:
+        summary["naive_v2v_ms"] = {"p50": None, "p90": None}
+        summary["speedup_vs_naive_p50"] = None
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "turns.jsonl", "w") as f:
+        for name, res in results.items():
+            for t in res["turns"]:
+                f.write(json.dumps({"variant": name, **t}) + "\n")
+    if full_turns:
+        plot(full_turns, out)
+    md = render_markdown(summary, base, full_turns)
+    (out / "report.md").write_text(md)
+    return summary
+
+
+def _ms(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:.0f}"
+
+
+def render_markdown(summary: dict[str, Any], config: CascadeConfig,
+                    turns: list[dict[str, Any]]) -> str:
+    v = summary["v2v_ms"]
+    spec = summary["speculation"]
+    lines = [
+        "# Cascade latency report", "",
+        f"Config: `{summary['config']}`; {summary['turns']} user turns replayed in real time; "
+        f"V2V p50 **{_ms(v['p50'])} ms**, p90 {_ms(v['p90'])} ms, max {_ms(v['max'])} ms; "
+        f"{summary['under_500ms_share'] * 100:.0f}% of turns under 500 ms.", "",
+        "V2V runs from the true end of the user's speech (measured from the clip's audio) to "
+        "the first reply sample reaching the output; each phase row is that stage's own "
+        "duration (the ASR from when it got the audio, which is at the first pause when the "
+        "turn is speculative).", "",
+        markdown_table(turns), "",
+        f"- Time to ready (load + warm-up): {summary['ready_s']:.2f} s",
+        f"- First turn V2V: {_ms(summary['first_turn_v2v_ms'])} ms; later turns p50: "
+        f"{_ms(summary['later_turns_v2v_p50_ms'])} ms",
+        f"- Speculative end of turn: {spec['speculative_started']} started, "
+        f"{spec['speculative_committed']} committed, {spec['speculative_discarded']} discarded "
+        f"(hit rate {spec.get('hit_rate', 0) * 100:.0f}%, "
+        f"{spec['speculative_wasted_s']:.2f} s of compute thrown away)",
+        f"- ASR paths: {summary['asr_paths']}",
+        f"- Endpointing: {summary['endpointing']['premature_endpoints']} premature endpoints "
+        f"(a pause inside an utterance taken for its end), "
+        f"{summary['endpointing']['missed_turns']} user turns not answered",
+    ]
+    if summary.get("ablation"):
+        ref = summary["ablation_reference"]
+        lines += ["", "## Ablation", "",
+                  f"Each switch off in turn, same conversation (first {ref['turns']} turns), same "
+                  "run. Ratio = variant V2V p50 / full pipeline V2V p50 on those turns "
+                  f"({_ms(ref['v2v_ms']['p50'])} ms).", "",
+                  "| variant | turns | V2V p50 ms | V2V p90 ms | first turn ms | ratio p50 |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  f"| full pipeline | {ref['turns']} | {_ms(ref['v2v_ms']['p50'])} | "
+                  f"{_ms(ref['v2v_ms']['p90'])} | {_ms(summary['first_turn_v2v_ms'])} | 1.00 |"]
+        for name, row in summary["ablation"].items():
+            r = row["ratio_p50"]
+            lines.append(f"| {name} | {row['turns']} | {_ms(row['v2v_ms']['p50'])} | "
+                         f"{_ms(row['v2v_ms']['p90'])} | {_ms(row['first_turn_v2v_ms'])} | "
+                         f"{'—' if r is None else f'{r:.2f}'} |")
+        lines += ["", f"Speed-up over the naive cascade at p50: "
+                      f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
+    m = summary["machine"]
+    lines += ["", "## Machine and versions", "",
+              f"{m['cpu']}, {m['cores']} cores; {m['platform']}; Python {m['python']}",
+              "", ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+              "", f"Run time: {summary['elapsed_s']:.0f} s.",
+              "", "## Config used", "", "```yaml",
+              yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip(), "```",
+              "", "![waterfall](waterfall.png)", "", "![V2V distribution](v2v.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--ablation-turns", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
+                     args.out)
+    print((args.out / "report.md").read_text().split("## Machine")[0])
+    print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Live mode: a hands-free conversation through PortAudio (PyAudio).
+
+The microphone callback only hands raw blocks to the event loop and the speaker
+callback only copies queued samples out: neither ever waits on a model. The
+microphone side resamples to 16 kHz, cancels the echo of what the speaker played
+(or applies the half-duplex rule), and cuts 32 ms frames for the VAD.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+from pathlib import Path
+from typing import AsyncIterator, Optional, Union
+
+import numpy as np
+
+from . import clock as clock_mod
+from .audio import FRAME_SAMPLES, PIPELINE_RATE, resample
+from .clock import Clock
+from .config import CascadeConfig
+from .console import Console
+from .devices import (FILE_MODE_HINT, AudioDeviceError, Device, find_device, open_pyaudio,
+                      supported_rate)
+from .echo import EchoGate, EchoReference, SpeexAEC
+from .events import AudioChunk, AudioFrame
+from .orchestrator import Orchestrator, build_stages
+from .session_log import SessionLog
+from .sinks import AudioSink, Placed, PlayedText, played_text
+
+
+class SpeakerSink(AudioSink):
+    """Reply audio to an output device. ``play`` queues (never blocks); the
+    device callback copies out one block at a time, so ``stop`` takes effect
+    within one block plus the device's own latency."""
+
+    def __init__(self, pa, device: Device, preferred_rate: int, block_ms: int, clock: Clock,
+                 reference: Optional[EchoReference]):
+        self.rate = supported_rate(pa, device, "output", [preferred_rate])
+        self._pa, self._device, self._clock, self._reference = pa, device, clock, reference
+        self._block = max(64, int(self.rate * block_ms / 1000))
+        self._lock = threading.Lock()
+        self._queue: deque[list] = deque()  # [Placed, samples already output]
+        self._placed: list[Placed] = []
+        self._last_out: dict[int, float] = {}  # turn -> when its last output sample is heard
+        self._end = 0.0
+        self._latency = 0.0
+        self._stream = None
+        self._ref_resampler = None
+
+    def open(self) -> None:
+        import pyaudio
+        import soxr
+
+        self._ref_resampler = soxr.ResampleStream(self.rate, PIPELINE_RATE, 1, dtype="float32")
+        try:
+            self._stream = self._pa.open(format=pyaudio.paFloat32, channels=1, rate=self.rate,
+                                         output=True, output_device_index=self._device.index,
+                                         frames_per_buffer=self._block,
+                                         stream_callback=self._callback)
+        except OSError as err:
+            raise AudioDeviceError(f"audio.output_device: cannot open {self._device.name!r} "
+                                   f"({err}); {FILE_MODE_HINT}") from None
+        self._latency = float(self._stream.get_output_latency())
+
+    def _callback(self, in_data, frame_count, time_info, status):
+        import pyaudio
+
+        out = np.zeros(frame_count, np.float32)
+        now = self._clock.now()
+        filled = 0
+        with self._lock:
+            while filled < frame_count and self._queue:
+                item = self._queue[0]
+                placed, done = item
+                take = min(frame_count - filled, len(placed.samples) - done)
+                out[filled:filled + take] = placed.samples[done:done + take]
+                filled += take
+                item[1] = done + take
+                self._last_out[placed.turn_id] = now + self._latency + filled / self.rate
+                if item[1] >= len(placed.samples):
+                    self._queue.popleft()
+        if self._reference is not None:
+            self._reference.push(self._ref_resampler.resample_chunk(out))
+        return out.tobytes(), pyaudio.paContinue
+
+    async def play(self, chunk: AudioChunk) -> float:
+        samples = resample(chunk.samples, chunk.sample_rate, self.rate)
+        now = self._clock.now()
+        with self._lock:
+            start = max(now + self._latency, self._end)
+            placed = Placed(chunk.turn_id, chunk.sentence_index, chunk.text, start, samples)
+            self._queue.append([placed, 0])
+            self._placed.append(placed)
+            self._end = start + len(samples) / self.rate
+        return start
+
+    def busy_until(self) -> float:
+        return self._end
+
+    async def stop(self, turn_id: int) -> PlayedText:
+        now = self._clock.now()
+        with self._lock:
+            self._queue = deque(item for item in self._queue if item[0].turn_id != turn_id)
+            # what the listener heard: chunks that had started by now
+            result = played_text(self._placed, turn_id, now, self.rate)
+            self._placed = [p for p in self._placed if p.turn_id != turn_id]
+            rest = sum(len(p.samples) - done for p, done in self._queue) / self.rate
+            self._end = now + self._latency + rest if self._queue else now
+            stopped_at = self._last_out.get(turn_id)
+        return PlayedText(result.text, result.complete, stopped_at=stopped_at)
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            self._stream.stop_stream()
+            self._stream.close()
+            self._stream = None
+
+
+class MicSource:
+    """Microphone frames at 16 kHz with echo handling."""
+
+    def __init__(self, pa, device: Device, block_ms: int, clock: Clock, config: CascadeConfig,
+                 sink: SpeakerSink, reference: Optional[EchoReference]):
+        self.rate = supported_rate(pa, device, "input", [PIPELINE_RATE])
+        self._pa, self._device, self._clock, self._cfg, self._sink = pa, device, clock, \
+            config.audio, sink
+        self._block = max(64, int(self.rate * block_ms / 1000))
+        self._reference = reference
+        self._aec = SpeexAEC(config.audio.aec_tail_ms) if reference is not None else None
+        self._gate = EchoGate(config.audio.aec_gate, config.audio.aec_converge_s)
+        self._stream = None
+
+    def _likely_echo(self, raw: np.ndarray, cleaned: np.ndarray, t: float,
+                     ref: Optional[np.ndarray]) -> bool:
+        cfg = self._cfg
+        if ref is not None:
+            return self._gate.likely_echo(raw, cleaned, ref)
+        if cfg.echo == "half_duplex" and self._sink.busy_until() > t:
+            level_db = 20 * math.log10(float(np.sqrt(np.mean(raw ** 2))) + 1e-9)
+            return level_db < cfg.half_duplex_level_db
+        return False
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        import pyaudio
+        import soxr
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def callback(in_data, frame_count, time_info, status):
+            loop.call_soon_threadsafe(queue.put_nowait, (in_data, self._clock.now()))
+            return None, pyaudio.paContinue
+
+        try:
+            self._stream = self._pa.open(format=pyaudio.paFloat32, channels=1, rate=self.rate,
+                                         input=True, input_device_index=self._device.index,
+                                         frames_per_buffer=self._block, stream_callback=callback)
+        except OSError as err:
+            raise AudioDeviceError(f"audio.input_device: cannot open {self._device.name!r} "
+                                   f"({err}); {FILE_MODE_HINT}") from None
+        latency = float(self._stream.get_input_latency())
+        resampler = soxr.ResampleStream(self.rate, PIPELINE_RATE, 1, dtype="float32")
+        pending = np.zeros(0, np.float32)
+        try:
+            while True:
+                data, arrived = await queue.get()
+                mic = resampler.resample_chunk(np.frombuffer(data, np.float32))
+                pending = np.concatenate([pending, mic])
+                while len(pending) >= FRAME_SAMPLES:
+                    frame, pending = pending[:FRAME_SAMPLES], pending[FRAME_SAMPLES:]
+                    # media time of this frame's last sample
+                    t = arrived - latency - len(pending) / PIPELINE_RATE
+                    ref, cleaned = None, frame
+                    if self._aec is not None:
+                        ref = self._reference.pull(FRAME_SAMPLES)
+                        cleaned = self._aec.process(frame, ref)
+                    yield AudioFrame(-1, t, samples=cleaned, sample_rate=PIPELINE_RATE,
+                                     likely_echo=self._likely_echo(frame, cleaned, t, ref))
+        finally:
+            self._stream.stop_stream()
+            self._stream.close()
+            if self._aec is not None:
+                self._aec.close()
+
+
+async def run_live(config: CascadeConfig, out_dir: Optional[Path],
+                   input_device: Optional[Union[int, str]] = None,
+                   output_device: Optional[Union[int, str]] = None,
+                   console: Optional[Console] = None) -> Orchestrator:
+    console = console or Console(live=True)
+    pa = open_pyaudio()
+    orch = None
+    sink = None
+    try:
+        mic_dev = find_device(pa, input_device if input_device is not None
+                              else config.audio.input_device, "input")
+        spk_dev = find_device(pa, output_device if output_device is not None
+                              else config.audio.output_device, "output")
+        if config.audio.echo == "half_duplex":
+            config = config.replace(vad={"barge_in_threshold": config.audio.half_duplex_threshold})
+        clock = Clock()
+        clock_mod.use(clock)
+        stages = build_stages(config)
+        reference = EchoReference() if config.audio.echo == "aec" else None
+        sink = SpeakerSink(pa, spk_dev, stages.tts.sample_rate, config.audio.block_ms, clock,
+                           reference)
+        mic = MicSource(pa, mic_dev, config.audio.block_ms, clock, config, sink, reference)
+        orch = Orchestrator(config, stages, sink, SessionLog(out_dir), console)
+        console.info(f"microphone: {mic_dev.name} ({mic.rate} Hz); speaker: {spk_dev.name} "
+                     f"({sink.rate} Hz); echo: {config.audio.echo}")
+        await orch.start()
+        sink.open()
+        console.info("listening: just speak (Ctrl-C to stop)")
+        await orch.run(mic.frames())
+    finally:
+        if orch is not None:
+            await orch.aclose()
+        if sink is not None:
+            await sink.aclose()
+        pa.terminate()
+        if out_dir is not None and orch is not None:
+            console.info(f"\nsession transcript saved: {out_dir}/transcript.jsonl")
+    return orch

@@ -1,0 +1,114 @@
+"""Live sessions through the real audio stack (PyAudio/PortAudio -> ALSA pulse
+plugin -> PulseAudio null sinks), with corpus speech as the user."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from eval.wer import wer
+from pipeline.audio import read_wav
+from tests.conftest import DEFAULT_CONFIG, ROOT, rms
+from tests.pulse import VirtualRoom, ensure_server
+
+
+@pytest.fixture
+def room():
+    ensure_server()
+    r = VirtualRoom()
+    yield r
+    r.close()
+
+
+def clip(corpus, cid):
+    return next(c for c in corpus if c.id == cid).path
+
+
+def records(out_dir, name):
+    return [json.loads(l) for l in (out_dir / name).read_text().splitlines() if l.strip()]
+
+
+def test_reply_reaches_the_speaker(room, tmp_path, corpus, asr):
+    rec = room.record_speaker(tmp_path / "speaker.wav")
+    s = room.session(ROOT, tmp_path / "out", DEFAULT_CONFIG)
+    s.wait_for("listening: just speak")
+    room.say(clip(corpus, "vctk_p238_165"))
+    s.wait_for("V2V")
+    time.sleep(6)  # let the reply play out
+    out = s.stop()
+    rec.send_signal(2)
+    rec.wait(timeout=5)
+    assert "session transcript saved" in out
+    [turn] = records(tmp_path / "out", "transcript.jsonl")
+    assert wer(["The arrangement will avoid any conflicts of interest."], [turn["user"]]) < 0.3
+    assert turn["status"] == "answered" and turn["assistant"]
+    heard = read_wav(tmp_path / "speaker.wav")
+    assert rms(heard) > 0.003
+    text, _ = asr.transcribe(heard)
+    assert wer([turn["assistant"]], [text]) <= 0.3, (turn["assistant"], text)
+
+
+def test_barge_in_stops_playback_and_keeps_the_partial_reply(room, tmp_path, corpus):
+    s = room.session(ROOT, tmp_path / "out", DEFAULT_CONFIG)
+    s.wait_for("listening: just speak")
+    room.say(clip(corpus, "ljspeech_LJ001-0002"))
+    s.wait_for("V2V")
+    time.sleep(0.8)  # the assistant is speaking: interrupt it
+    room.say(clip(corpus, "cmusphinx_goforward"))
+    s.wait_for("V2V", count=2)
+    time.sleep(1.0)
+    s.stop()
+    transcript = records(tmp_path / "out", "transcript.jsonl")
+    timeline = records(tmp_path / "out", "timeline.jsonl")
+    first = transcript[0]
+    assert first["status"] == "interrupted" and first["interrupted"] is True
+    assert first["assistant"]  # the part that was played
+    stop_ms = timeline[0]["barge_in_stop_ms"]
+    print(f"barge-in: playback stopped {stop_ms:.0f} ms after the speech start was detected")
+    assert 0 < stop_ms < 300  # it stopped (the measured figure is in the closing note)
+    assert "go forward" in transcript[1]["user"].lower()
+
+
+@pytest.mark.parametrize("echo_mode", ["aec", "half_duplex"])
+def test_own_voice_does_not_interrupt_but_the_user_does(room, tmp_path, corpus, echo_mode):
+    config = tmp_path / "echo.yaml"
+    # long replies, so that there is something to interrupt
+    config.write_text(DEFAULT_CONFIG.read_text().replace(
+        "model: smollm2-135m-instruct", "model: smollm2-135m-instruct\n  max_tokens: 64\n"
+        "  system_prompt: You are a storyteller. Always answer with a long story of three "
+        "sentences.") + f"audio:\n  echo: {echo_mode}\n")
+    room.add_echo(latency_ms=60, volume_pct=50)  # speaker -> microphone, -6 dB, 60 ms + buffers
+    s = room.session(ROOT, tmp_path / "out", config)
+    s.wait_for("listening: just speak")
+    room.say(clip(corpus, "vctk_p238_165"))
+    s.wait_for("V2V")
+    time.sleep(14)  # the whole (long) reply plays, and echoes back into the microphone
+    room.say(clip(corpus, "ljspeech_LJ001-0002"))
+    s.wait_for("V2V", count=2)
+    time.sleep(1.0)
+    room.say(clip(corpus, "cmusphinx_goforward"))  # real speech over the echo
+    s.wait_for("V2V", count=3)
+    time.sleep(1.0)
+    s.stop()
+    transcript = records(tmp_path / "out", "transcript.jsonl")
+    statuses = [t["status"] for t in transcript]
+    # the first reply was heard to its end despite its own echo, and no echo became a turn
+    assert statuses[0] == "answered", transcript
+    assert len(transcript) == 3, transcript
+    # the user talking over the second reply interrupted it
+    assert statuses[1] == "interrupted", transcript
+    assert "go forward" in transcript[2]["user"].lower()
+
+
+def test_no_audio_device_gives_a_clear_message(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent"}  # no server, no sound card
+    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--output-dir",
+                          str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2
+    assert "no microphone (input) device found" in res.stderr
+    assert "python -m pipeline devices" in res.stderr and "--input" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,44 @@
+"""The report's numbers are computed from the timelines: a known timeline gives a
+known table."""
+import pytest
+
+from eval.stats import durations_ms, markdown_table, phase_table, under_share
+
+
+def turn(v2v_ms, asr_ms=100.0):
+    end = 10.0
+    return {"speech_end": end, "endpoint": end + 0.3, "asr_start": end + 0.064,
+            "asr_final": end + 0.064 + asr_ms / 1000, "llm_first_token": end + 0.25,
+            "first_sentence": end + 0.27, "tts_first_audio": end + 0.29,
+            "playback_start": end + v2v_ms / 1000}
+
+
+def test_durations_of_one_turn():
+    d = durations_ms(turn(350))
+    assert d["endpoint delay"] == pytest.approx(300)
+    assert d["ASR"] == pytest.approx(100)
+    assert d["LLM time to first token"] == pytest.approx(250 - 164)
+    assert d["first sentence"] == pytest.approx(20)
+    assert d["TTS first audio"] == pytest.approx(20)
+    assert d["V2V"] == pytest.approx(350)
+
+
+def test_table_percentiles_and_share():
+    turns = [turn(v) for v in (300, 400, 450, 600, 1000)] + [turn(350, asr_ms=500)]
+    table = phase_table(turns)
+    assert table["V2V"]["p50"] == pytest.approx(425)  # median of 300,350,400,450,600,1000
+    assert table["V2V"]["max"] == pytest.approx(1000)
+    assert table["V2V"]["p90"] == pytest.approx(800)  # numpy linear interpolation
+    assert table["ASR"]["max"] == pytest.approx(500)
+    assert under_share(turns) == pytest.approx(4 / 6)
+    md = markdown_table(turns)
+    assert "| V2V | 425 | 800 | 1000 |" in md
+    assert "V2V under 500 ms: 67%" in md
+    assert "| *500 ms ceiling* | 500 |" in md
+
+
+def test_missing_phase_is_left_out_not_zero():
+    t = turn(400)
+    del t["tts_first_audio"]
+    assert durations_ms(t)["TTS first audio"] is None
+    assert phase_table([t])["TTS first audio"]["n"] == 0
