@@ -4,14 +4,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= configs/default.yaml
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install system-deps run test report clean
+.PHONY: install system-deps run test report check llama-serve vllm-serve clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Runtime: what `make run` needs.
+$(STAMP): requirements.txt
 	$(MAKE) system-deps PKGS="$(SYSTEM_PKGS)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+# Tests: also pytest, llama.cpp's server and the optional Coqui extra (torch).
+$(TEST_STAMP): $(STAMP) requirements-dev.txt requirements-coqui.txt
+	$(MAKE) system-deps PKGS="$(TEST_SYSTEM_PKGS)"
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@
 
@@ -36,8 +44,7 @@ system-deps:
 run: install
 	$(PY) -m pipeline run --config $(CONFIG)
 
-test: install
-	@$(MAKE) --no-print-directory system-deps PKGS="$(TEST_SYSTEM_PKGS)"
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
 
 # Latency report (eval/out/): CONFIG=... to choose the profile, ABLATION=1 to
@@ -45,6 +52,31 @@ test: install
 ABLATION ?=
 report: install
 	$(PY) -m eval.report --config $(CONFIG) $(if $(filter 1 yes true,$(ABLATION)),--ablation)
+
+# Validate a profile, load each stage and run a tiny request through it.
+check: install
+	$(PY) -m pipeline check --config $(CONFIG)
+
+# The bundled GGUF behind llama.cpp's OpenAI-compatible server (configs/server.yaml).
+LLAMA_PORT ?= 8080
+llama-serve: install
+	$(PY) -m llama_cpp.server --model "$$($(PY) -c 'from stages.llm_llama_cpp import resolve_model; print(resolve_model("smollm2-135m-instruct"))')" \
+	  --model_alias smollm2-135m-instruct --host 127.0.0.1 --port $(LLAMA_PORT) --n_ctx 2048 --n_threads 2
+
+# vLLM's OpenAI-compatible server (configs/gpu-vllm.yaml), tuned for latency:
+# prefix caching on (the system prompt and history are prefilled once), small
+# batches (few sequences at a time), TP=n GPUs per replica; run several
+# replicas behind a load balancer to scale out.
+MODEL ?=
+TP ?= 1
+VLLM_PORT ?= 8000
+vllm-serve:
+	@if ! $(PY) -c "import vllm" 2>/dev/null && ! command -v vllm >/dev/null; then \
+	  echo "vLLM is not installed. On a machine with an NVIDIA GPU: $(PY) -m pip install -r requirements-gpu.txt"; exit 1; fi
+	@if [ -z "$(MODEL)" ]; then echo "usage: make vllm-serve MODEL=<model name or path> [TP=1]"; exit 1; fi
+	$(PY) -m vllm.entrypoints.openai.api_server --model "$(MODEL)" --host 127.0.0.1 --port $(VLLM_PORT) \
+	  --enable-prefix-caching --max-num-seqs 8 --max-model-len 4096 \
+	  --gpu-memory-utilization 0.85 --tensor-parallel-size $(TP)
 
 clean:
 	rm -rf $(VENV) out eval/out .pytest_cache

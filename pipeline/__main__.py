@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list audio devices")
     cfg = sub.add_parser("config", help="validate a config and print its effective values")
     cfg.add_argument("--config", default="configs/default.yaml")
+    chk = sub.add_parser("check", help="validate a config, load each stage and run a tiny "
+                         "request through it")
+    chk.add_argument("--config", default="configs/default.yaml")
     return p
 
 
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
             return 0
+        if args.command == "check":
+            from .check import check
+            return 0 if asyncio.run(check(config)) else 1
         if args.command == "run":
             if args.input is None:
                 from .live import run_live  # PyAudio is needed only here

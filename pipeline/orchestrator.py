@@ -27,6 +27,7 @@ from .session_log import SessionLog
 from .sinks import AudioSink, PlayedText
 from .splitter import SentenceSplitter, split_stream
 from .timeline import TurnTimeline
+from .languages import system_prompt
 from .truncation import build_prompt
 
 T = TypeVar("T")
@@ -256,7 +257,8 @@ class Orchestrator:
                     turn.status = "no_speech"
                     return
                 messages = await st.llm.worker.call(
-                    build_prompt, st.llm.config.system_prompt, self.history, transcript.text,
+                    build_prompt, system_prompt(st.llm.config.system_prompt, transcript.language),
+                    self.history, transcript.text,
                     st.llm.count_tokens, pcfg.history_token_budget if pcfg.truncate_prompt else None)
                 deltas = _guard("llm", st.llm.process(_one(LLMRequest(turn.turn_id, clock.now(),
                                                                       messages))),

