@@ -72,7 +72,7 @@ def apply(config: CascadeConfig, overrides: dict[str, dict[str, Any]]) -> Cascad
     return config.replace(**overrides) if overrides else config
 
 
-def pick_clips(n: int, seed: int = 1, max_s: float = 10.0) -> list:
+def pick_clips(n: int, seed: int = 1, max_s: float = 7.0) -> list:
     """``n`` clips (at most ``max_s`` long, like a spoken request) in a seeded order."""
     clips = load_manifest()
     order = [c for c in clips if c.duration_s <= max_s]

@@ -36,7 +36,7 @@ class SileroVADConfig(Strict):
     min_speech_ms: int = Field(96, ge=0, description="Speech shorter than this is noise: no "
                                "turn.")
     barge_in_min_speech_ms: int = Field(
-        288, ge=0, description="While the assistant speaks, speech must last this long to "
+        192, ge=0, description="While the assistant speaks, speech must last this long to "
         "interrupt it (a cough or a click does not).")
     barge_in_threshold: Optional[float] = Field(
         None, gt=0, lt=1, description="Speech probability needed to interrupt the assistant; "
