@@ -28,7 +28,7 @@ from .sinks import AudioSink, PlayedText
 from .splitter import SentenceSplitter, split_stream
 from .timeline import TurnTimeline
 from .languages import system_prompt
-from .truncation import build_prompt
+from .truncation import HistoryWindow
 
 T = TypeVar("T")
 
@@ -118,6 +118,9 @@ class Orchestrator:
                                          config.pipeline.min_clause_words)
         self._turn: Optional[Turn] = None  # newest committed turn not yet finalized
         self._spec: Optional[Turn] = None  # speculative turn waiting for its endpoint
+        self.window = HistoryWindow(config.pipeline.history_token_budget
+                                    if config.pipeline.truncate_prompt else None)
+        self._prefill: Optional[asyncio.Task] = None
         self.ready_s: Optional[float] = None
         self.stats = {"speculative_started": 0, "speculative_committed": 0,
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0}
@@ -224,13 +227,9 @@ class Orchestrator:
         self._turn = None
         running = turn.task is not None and not turn.task.done()
         if running:
-            turn.task.cancel()
-            await asyncio.gather(turn.task, return_exceptions=True)
-            if not turn.user_text and turn.ended is not None and not final:
-                # Cut before its transcript was ready: keep what the user said anyway.
-                turn.user_text = await self._transcribe(turn.ended)
+            turn.task.cancel()  # takes effect at the task's next await, after the stop below
         # At the end of the input a finished reply may still play out; otherwise
-        # audio still playing when the user speaks is a barge-in.
+        # audio still playing when the user speaks is a barge-in: silence it first.
         if running or (not final and self.sink.busy_until() > clock.now() + 1e-3):
             turn.played = await self.sink.stop(turn.turn_id)
             if not turn.played.complete:
@@ -238,6 +237,11 @@ class Orchestrator:
                 if detected_at is not None and turn.played.stopped_at is not None:
                     # from the detected speech start to the last reply sample output
                     turn.barge_in_stop_ms = (turn.played.stopped_at - detected_at) * 1000
+        if running:
+            await asyncio.gather(turn.task, return_exceptions=True)
+            if not turn.user_text and turn.ended is not None and not final:
+                # Cut before its transcript was ready: keep what the user said anyway.
+                turn.user_text = await self._transcribe(turn.ended)
         self._finalize(turn)
 
     async def _transcribe(self, ended: SpeechEnded) -> str:
@@ -257,9 +261,9 @@ class Orchestrator:
                     turn.status = "no_speech"
                     return
                 messages = await st.llm.worker.call(
-                    build_prompt, system_prompt(st.llm.config.system_prompt, transcript.language),
-                    self.history, transcript.text,
-                    st.llm.count_tokens, pcfg.history_token_budget if pcfg.truncate_prompt else None)
+                    self.window.build, system_prompt(st.llm.config.system_prompt,
+                                                     transcript.language),
+                    self.history, transcript.text, st.llm.count_tokens)
                 deltas = _guard("llm", st.llm.process(_one(LLMRequest(turn.turn_id, clock.now(),
                                                                       messages))),
                                 lambda e: tl.mark("llm_first_token", e.t))
@@ -284,6 +288,9 @@ class Orchestrator:
                 turn.status = "answered" if turn.reply else "error"
                 if not turn.reply:
                     turn.error = "llm: empty reply"
+                else:  # the reply is all generated (it may still be playing)
+                    self._prefill_next([*self.history, ChatMessage("user", turn.user_text),
+                                        ChatMessage("assistant", " ".join(turn.reply).strip())])
         except TimeoutError:
             turn.status = "error"
             turn.error = f"turn exceeded pipeline.turn_timeout_s={pcfg.turn_timeout_s:g}"
@@ -291,6 +298,25 @@ class Orchestrator:
             turn.status = "error"
             turn.error = str(err)
         self.console.status("listening")
+
+    def _prefill_next(self, history: list[ChatMessage]) -> None:
+        """Off the critical path (while the reply plays, or the user thinks): bring
+        the LLM's KV cache to the next prompt's prefix, so that the next turn only
+        prefills its new message. Called when a reply is complete, and again when
+        the turn is recorded (a no-op unless a barge-in changed the history)."""
+        llm = self.stages.llm
+        if not hasattr(llm, "prefill"):
+            return
+
+        def work() -> int:
+            prefix = self.window.prefix(llm.config.system_prompt, history, llm.count_tokens)
+            return llm.prefill(prefix)
+
+        def report(fut: asyncio.Future) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                self.console.error(f"llm: prefill of the next prompt failed: {fut.exception()}")
+        self._prefill = asyncio.ensure_future(llm.worker.call(work))
+        self._prefill.add_done_callback(report)
 
     def _show_user(self, turn: Turn) -> None:
         turn.shown = True
@@ -319,5 +345,6 @@ class Orchestrator:
         if turn.error:
             transcript["error"] = record["error"] = turn.error
         self.log.add(transcript, record)
+        self._prefill_next(list(self.history))
         if turn.user_text or turn.error:
             self.console.turn_done(turn.turn_id, turn.status, turn.error)

@@ -68,3 +68,58 @@ def build_prompt(system: str, history: Sequence[ChatMessage], user_text: str,
         else:
             hi = mid - 1
     return assemble([], ChatMessage("user", " ".join(words[-lo:])))
+
+
+def _flatten(turns: list[list[ChatMessage]]) -> list[ChatMessage]:
+    return [m for t in turns for m in t]
+
+
+class HistoryWindow:
+    """Cache-friendly truncation: the history's kept part only ever loses whole turns
+    at its start, and when it must, it drops down to ``low_water`` x budget rather
+    than just under the budget. The prompt's prefix (system prompt + kept history)
+    then stays the same for several turns, so the LLM's KV cache stays valid and can
+    be prefilled ahead of the next turn (see :meth:`prefix`)."""
+
+    def __init__(self, budget: int | None, low_water: float = 0.6, reserve: int = 64):
+        self.budget = budget
+        self.low_water = low_water
+        self.reserve = reserve  # tokens kept free for the next user message
+        self.dropped = 0  # whole turns dropped from the start of the history
+
+    def _kept(self, history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+        turns = group_turns(history)
+        return turns[min(self.dropped, len(turns)):]
+
+    def _shrink(self, system: str, history: Sequence[ChatMessage], count: Counter,
+                extra_tokens: int) -> None:
+        turns = self._kept(history)
+        target = self.low_water * self.budget
+        sys_msg = ChatMessage("system", system)
+        while turns and count((sys_msg, *map(as_prompt_message, _flatten(turns)))) + extra_tokens > target:
+            turns.pop(0)
+            self.dropped += 1
+
+    def build(self, system: str, history: Sequence[ChatMessage], user_text: str,
+              count: Counter) -> tuple[ChatMessage, ...]:
+        """The prompt for a turn (like :func:`build_prompt`, from the kept history)."""
+        if self.budget is None:
+            return build_prompt(system, history, user_text, count, None)
+        kept = _flatten(self._kept(history))
+        msgs = build_prompt(system, kept, user_text, count, self.budget)
+        if len(msgs) - 2 < len(kept):  # it had to drop turns: drop to the low-water mark
+            self._shrink(system, history, count, count((ChatMessage("user", user_text),)))
+            msgs = build_prompt(system, _flatten(self._kept(history)), user_text, count,
+                                self.budget)
+        return msgs
+
+    def prefix(self, system: str, history: Sequence[ChatMessage],
+               count: Counter) -> tuple[ChatMessage, ...]:
+        """What the next turn's prompt will start with; if the next turn would not fit
+        (with ``reserve`` tokens for its message), the drop happens now."""
+        sys_msg = ChatMessage("system", system)
+        if self.budget is not None:
+            kept = (sys_msg, *map(as_prompt_message, _flatten(self._kept(history))))
+            if count(kept) + self.reserve > self.budget:
+                self._shrink(system, history, count, self.reserve)
+        return (sys_msg, *map(as_prompt_message, _flatten(self._kept(history))))

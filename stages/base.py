@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Any, AsyncIterator, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Generic, TypeVar
 
+if TYPE_CHECKING:
+    import numpy as np
+
+from pipeline import clock
+from pipeline.events import AudioChunk, Sentence
 from pipeline.worker import Worker
 
 In = TypeVar("In")
@@ -45,3 +50,27 @@ class Stage(abc.ABC, Generic[In, Out]):
 
     def describe(self) -> str:
         return type(self).__name__
+
+
+class SentenceTTS(Stage[Sentence, AudioChunk]):
+    """A TTS backend that synthesizes one sentence at a time on its worker thread
+    (cancellation stops between sentences). Subclasses give ``synthesize`` and
+    ``sample_rate``."""
+
+    kind = "tts"
+    sample_rate: int
+
+    @abc.abstractmethod
+    def synthesize(self, text: str) -> "np.ndarray":
+        """Blocking: the whole text as mono float32 at ``sample_rate``."""
+
+    async def warmup(self) -> None:
+        await self.worker.call(self.synthesize, "Hello there.")
+
+    async def process(self, events: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
+        async for sentence in events:
+            audio = await self.worker.call(self.synthesize, sentence.text)
+            if len(audio):
+                yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
+                                 sample_rate=self.sample_rate, sentence_index=sentence.index,
+                                 text=sentence.text)

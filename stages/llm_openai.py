@@ -18,24 +18,18 @@ from typing import AsyncIterator, Optional, Sequence
 from pydantic import Field, field_validator
 
 from pipeline import clock
-from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError, StageError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.registry import register
 from stages.base import Stage
-from stages.llm_llama_cpp import DEFAULT_SYSTEM_PROMPT
+from stages.llm_settings import GenerationSettings
 
 
-class OpenAIConfig(Strict):
+class OpenAIConfig(GenerationSettings):
     base_url: str = Field(..., description="Server URL up to /v1, e.g. http://127.0.0.1:8000/v1.")
     model: str = Field(..., description="Model name the server serves.")
     api_key_env: Optional[str] = Field("OPENAI_API_KEY", description="Environment variable "
                                        "holding the API key (never the key itself); null = none.")
-    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, min_length=1,
-                               description="System prompt, always kept by truncation.")
-    max_tokens: int = Field(48, ge=1, description="Most tokens in one reply.")
-    temperature: float = Field(0.2, ge=0, description="Sampling temperature.")
-    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling.")
     connect_timeout_s: float = Field(2.0, gt=0, description="Time to connect to the server.")
     first_token_timeout_s: float = Field(10.0, gt=0, description="Time from the request to "
                                          "the first token before the attempt is abandoned.")

@@ -3,18 +3,16 @@ pip install -r requirements-coqui.txt), from a model checkpoint and its config
 given by path. Nothing is downloaded: model names from the Coqui hub are refused."""
 from __future__ import annotations
 
-from typing import AsyncIterator, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from pipeline import clock
 from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError
-from pipeline.events import AudioChunk, Sentence
 from pipeline.models import user_path
 from pipeline.registry import register
-from stages.base import Stage
+from stages.base import SentenceTTS
 
 
 class CoquiConfig(Strict):
@@ -39,8 +37,7 @@ class CoquiConfig(Strict):
 
 
 @register("tts", "coqui", CoquiConfig, "Coqui TTS (optional extra), model and config by path")
-class CoquiTTS(Stage[Sentence, AudioChunk]):
-    kind = "tts"
+class CoquiTTS(SentenceTTS):
 
     def __init__(self, config: CoquiConfig):
         super().__init__(config)
@@ -65,14 +62,3 @@ class CoquiTTS(Stage[Sentence, AudioChunk]):
         wav = self._synth.tts(text, speaker_name=cfg.speaker, language_name=cfg.language,
                               split_sentences=False)
         return np.asarray(wav, dtype=np.float32)
-
-    async def warmup(self) -> None:
-        await self.worker.call(self.synthesize, "Hello.")
-
-    async def process(self, events: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
-        async for sentence in events:
-            audio = await self.worker.call(self.synthesize, sentence.text)
-            if len(audio):
-                yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
-                                 sample_rate=self.sample_rate, sentence_index=sentence.index,
-                                 text=sentence.text)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from typing import AsyncIterator
 
 import numpy as np
 from pydantic import Field
 
-from pipeline import clock
 from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError, StageError
-from pipeline.events import AudioChunk, Sentence
 from pipeline.registry import register
-from stages.base import Stage
+from stages.base import SentenceTTS
 
 SAMPLE_RATE = 22050  # espeak-ng's output rate
 
@@ -28,8 +25,7 @@ class EspeakConfig(Strict):
 
 
 @register("tts", "espeak", EspeakConfig, "espeak-ng (formant synthesis; lightest, fastest)")
-class EspeakTTS(Stage[Sentence, AudioChunk]):
-    kind = "tts"
+class EspeakTTS(SentenceTTS):
     sample_rate = SAMPLE_RATE
 
     def _load(self) -> None:
@@ -49,14 +45,3 @@ class EspeakTTS(Stage[Sentence, AudioChunk]):
         if rate != SAMPLE_RATE:
             raise StageError("tts", f"espeak-ng produced {rate} Hz, expected {SAMPLE_RATE}")
         return audio
-
-    async def warmup(self) -> None:
-        await self.worker.call(self.synthesize, "Hello.")
-
-    async def process(self, events: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
-        async for sentence in events:
-            audio = await self.worker.call(self.synthesize, sentence.text)
-            if len(audio):
-                yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
-                                 sample_rate=SAMPLE_RATE, sentence_index=sentence.index,
-                                 text=sentence.text)

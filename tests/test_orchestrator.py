@@ -1,36 +1,22 @@
 """Orchestration with fake stages and scripted latencies: exact timelines and
 barge-in at a given moment."""
-import asyncio
 
-import numpy as np
 import pytest
 
-from pipeline import clock as clock_mod
-from pipeline.clock import Clock
 from pipeline.console import Console
-from pipeline.filemode import file_frames
 from pipeline.orchestrator import Orchestrator, Stages
 from pipeline.session_log import SessionLog
 from pipeline.sinks import FileSink
-from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD
+from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD, run_session
 
 
-def session(default_config, script, seconds, fast=True, **cfg):
+def session(default_config, script, seconds, **cfg):
     config = default_config.replace(pipeline=cfg) if cfg else default_config
     stages = Stages(vad=ScriptedVAD(script), asr=FakeASR(), llm=FakeLLM(), tts=FakeTTS())
     sink = FileSink(16000)
     log = SessionLog(None)
     orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
-
-    async def main():
-        await orch.start()
-        clk = Clock(fast=fast)
-        clock_mod.use(clk)
-        await orch.run(file_frames(np.zeros(int(seconds * 16000), np.float32), clk,
-                                   lambda: orch.busy, tail_s=0.5))
-        await orch.aclose()
-
-    asyncio.run(main())
+    run_session(orch, seconds)
     return orch, stages, sink, log
 
 
@@ -130,15 +116,7 @@ def test_speculative_work_is_discarded_when_speech_resumes(default_config):
                     llm=FakeLLM(), tts=FakeTTS())
     sink, log = FileSink(16000), SessionLog(None)
     orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
-
-    async def main():
-        await orch.start()
-        clk = Clock(fast=True)
-        clock_mod.use(clk)
-        await orch.run(file_frames(np.zeros(8 * 16000, np.float32), clk, lambda: orch.busy,
-                                   tail_s=0.5))
-
-    asyncio.run(main())
+    run_session(orch, 8.0)
     assert orch.stats["speculative_started"] == 2
     assert orch.stats["speculative_discarded"] == 1
     assert orch.stats["speculative_committed"] == 1

@@ -74,3 +74,36 @@ def test_real_tokenizer_counts_the_rendered_prompt(llm):
                          budget=None)
     with_one_more = (wider[0], *wider[1:-1][-(2 * (n_kept + 1)):], wider[-1])
     assert llm.count_tokens(with_one_more) > budget
+
+
+def test_history_window_keeps_a_stable_prefix_and_drops_to_low_water():
+    from pipeline.truncation import HistoryWindow
+    w = HistoryWindow(budget=120, low_water=0.5, reserve=10)
+    history, prefixes = [], []
+    for i in range(12):
+        msgs = w.build("be brief", history, f"question {i} x x x", words)
+        assert words(msgs) <= 120
+        history += [ChatMessage("user", f"question {i} x x x"),
+                    ChatMessage("assistant", f"answer {i} y y y y")]
+        prefixes.append(w.prefix("be brief", history, words))
+    # the prefix changes only when turns are dropped, and then it falls to half the budget
+    drops = [i for i in range(1, 12) if prefixes[i][:len(prefixes[i - 1])] != prefixes[i - 1]]
+    assert 0 < len(drops) <= 4
+    for i in drops:
+        assert words(prefixes[i]) <= 60
+    # between drops each prefix extends the previous one: the KV cache stays valid
+    for i in range(1, 12):
+        if i not in drops:
+            assert prefixes[i][:len(prefixes[i - 1])] == prefixes[i - 1]
+
+
+def test_prefill_leaves_only_the_new_message_to_evaluate(llm):
+    sys = ChatMessage("system", llm.config.system_prompt)
+    prefix = (sys, ChatMessage("user", "Hi there."), ChatMessage("assistant", "Hello! How can I help?"))
+    n = llm.prefill(prefix)
+    assert n > 0
+    assert llm.prefill(prefix) == 0  # already there
+    full = llm.tokens((*prefix, ChatMessage("user", "What is two plus two?")))
+    cached = llm._llm.n_tokens
+    assert full[:cached] == list(llm._llm.input_ids[:cached])  # a true prefix of the prompt
+    assert len(full) - cached < 20  # only the new message (and the reply header) is left

@@ -1,4 +1,4 @@
-"""Virtual audio devices for live tests, through the real audio stack:
+"""Virtual audio devices through the real audio stack, for live tests and benchmarks:
 a PulseAudio server with null sinks. PyAudio -> PortAudio -> ALSA's pulse
 plugin -> PulseAudio. A null sink's monitor is the microphone; another null
 sink is the speaker; module-loopback can route the speaker back into the
