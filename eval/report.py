@@ -48,7 +48,7 @@ OUT = Path(__file__).resolve().parent / "out"
 SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "speculative end of turn": {"pipeline": {"speculative": False}},
     "short-window ASR": {"asr": {"short_window": False}},
-    "first-clause TTS": {"pipeline": {"first_clause": False}},
+    "first-clause TTS (clause or 8-word first chunk)": {"pipeline": {"first_clause": False}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},
     "prompt truncation": {"pipeline": {"truncate_prompt": False}},

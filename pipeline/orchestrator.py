@@ -114,8 +114,9 @@ class Orchestrator:
         self.log = log
         self.console = console
         self.history: list[ChatMessage] = []
-        self.splitter = SentenceSplitter(config.pipeline.first_clause,
-                                         config.pipeline.min_clause_words)
+        pc = config.pipeline
+        self.splitter = SentenceSplitter(pc.first_clause, pc.min_clause_words,
+                                         pc.max_first_words if pc.first_clause else None)
         self._turn: Optional[Turn] = None  # newest committed turn not yet finalized
         self._spec: Optional[Turn] = None  # speculative turn waiting for its endpoint
         self.window = HistoryWindow(config.pipeline.history_token_budget

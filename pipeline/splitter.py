@@ -26,9 +26,11 @@ _WORD = re.compile(r"\w")
 
 
 class SentenceSplitter:
-    def __init__(self, first_clause: bool = True, min_clause_words: int = 3):
+    def __init__(self, first_clause: bool = True, min_clause_words: int = 3,
+                 max_first_words: int | None = None):
         self.first_clause = first_clause
         self.min_clause_words = min_clause_words
+        self.max_first_words = max_first_words
         self.reset()
 
     def reset(self) -> None:
@@ -63,7 +65,22 @@ class SentenceSplitter:
                 self._scan = 0
                 return chunk
             self._scan = m.start(3)
+        if self._emitted == 0 and self.max_first_words:
+            return self._cut_long_first()
         return None
+
+    def _cut_long_first(self) -> str | None:
+        """A first chunk with no punctuation yet: once ``max_first_words`` whole words
+        have arrived (the next one has begun), cut after them, so that speech starts
+        however long the first sentence is."""
+        words = list(re.finditer(r"\S+", self._buf))
+        if len(words) <= self.max_first_words:
+            return None
+        end = words[self.max_first_words - 1].end()
+        chunk = self._buf[:end].strip()
+        self._buf = self._buf[end:].lstrip()
+        self._scan = 0
+        return chunk
 
     def _is_boundary(self, m: re.Match) -> bool:
         mark, nxt = m.group(1).strip(), m.group(4)

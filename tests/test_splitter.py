@@ -72,3 +72,16 @@ def test_reset_between_turns():
     list(s.feed("Half a sent"))
     s.reset()
     assert list(s.feed("New turn. Next")) == ["New turn."]
+
+
+def test_long_first_sentence_is_cut_after_max_words_on_a_word_boundary():
+    text = "She can sack these things into three red bags and we will meet her. Then more."
+    out = split_tokenwise(text, max_first_words=8)
+    assert out == ["She can sack these things into three red", "bags and we will meet her.",
+                   "Then more."]
+    # later sentences are never cut by word count
+    assert split_tokenwise("Hi. " + text, max_first_words=3)[1:] == [
+        "She can sack these things into three red bags and we will meet her.", "Then more."]
+    # the cut waits for the next word to begin, so a word is never split
+    s = SentenceSplitter(max_first_words=2)
+    assert list(s.feed("one two")) == [] and list(s.feed(" t")) == ["one two"]
