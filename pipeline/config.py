@@ -89,7 +89,7 @@ class AudioSettings(Strict):
                                         "set it between your echo level and your voice.")
     half_duplex_threshold: float = Field(0.8, gt=0, lt=1, description="half_duplex: speech "
                                          "probability needed to interrupt the assistant.")
-    block_ms: int = Field(20, ge=5, le=100, description="Device buffer size: smaller stops "
+    block_ms: int = Field(10, ge=5, le=100, description="Device buffer size: smaller stops "
                           "playback sooner on barge-in.")
 
 
