@@ -140,6 +140,9 @@ class Orchestrator:
         self.console.info(f"ready in {self.ready_s:.2f} s (load: {loads}; then warm-up)")
 
     async def aclose(self) -> None:
+        if self._prefill is not None and not self._prefill.done():
+            self._prefill.cancel()
+            await asyncio.gather(self._prefill, return_exceptions=True)
         for s in self.stages.all():
             await s.aclose()
 
@@ -243,7 +246,7 @@ class Orchestrator:
             if not turn.user_text and turn.ended is not None and not final:
                 # Cut before its transcript was ready: keep what the user said anyway.
                 turn.user_text = await self._transcribe(turn.ended)
-        self._finalize(turn)
+        self._finalize(turn, prefill_next=not final)
 
     async def _transcribe(self, ended: SpeechEnded) -> str:
         async with aclosing(self.stages.asr.process(_one(ended))) as it:
@@ -323,7 +326,7 @@ class Orchestrator:
         turn.shown = True
         self.console.user(turn.turn_id, turn.user_text)
 
-    def _finalize(self, turn: Turn) -> None:
+    def _finalize(self, turn: Turn, prefill_next: bool = True) -> None:
         if turn.user_text and not turn.shown:
             self._show_user(turn)
         if turn.played is not None:
@@ -346,6 +349,7 @@ class Orchestrator:
         if turn.error:
             transcript["error"] = record["error"] = turn.error
         self.log.add(transcript, record)
-        self._prefill_next(list(self.history))
+        if prefill_next:  # not when the session is ending
+            self._prefill_next(list(self.history))
         if turn.user_text or turn.error:
             self.console.turn_done(turn.turn_id, turn.status, turn.error)

@@ -38,6 +38,7 @@ def test_two_utterances_give_two_answered_turns(tmp_path, corpus):
     res = run_cli("--input", str(wav), "--output-dir", str(out), "--fast")
     assert res.returncode == 0, res.stderr
     assert "ready in" in res.stdout and "V2V" in res.stdout
+    assert "error" not in res.stdout + res.stderr
 
     transcript = read_jsonl(out / "transcript.jsonl")
     timeline = read_jsonl(out / "timeline.jsonl")
