@@ -39,6 +39,20 @@ def user_path(key: str, value: str, must_be: str = "file") -> Path:
     return path
 
 
+def bundled_or_path(key: str, value: str, bundled: dict[str, tuple[str, str, str]],
+                    what: str, how: str) -> Path:
+    """A bundled model by name (``bundled``: name -> (package, pip spec, path inside
+    it)), or a user file by path; anything else is refused, naming ``key``."""
+    if value in bundled:
+        pkg, pip_spec, rel = bundled[value]
+        return bundled_file(pkg, pip_spec, *rel.split("/"))
+    if looks_like_path(value):
+        return user_path(key, value)
+    raise ModelNotFoundError(
+        f"{key}: {value!r} is neither bundled ({', '.join(bundled)}) nor a path to {what}; "
+        f"Cascade never downloads at run time: {how}")
+
+
 def looks_like_path(value: str) -> bool:
     return "/" in value or value.startswith((".", "~")) or value.endswith(
         (".gguf", ".onnx", ".bin", ".json"))

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from pipeline import clock
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
-from pipeline.models import bundled_file, looks_like_path, user_path
+from pipeline.models import bundled_or_path
 from pipeline.registry import register
 from stages.base import Stage
 from stages.llm_settings import GenerationSettings
@@ -28,17 +28,9 @@ BUNDLED = {
 }
 
 
-
 def resolve_model(value: str) -> Path:
-    if value in BUNDLED:
-        pkg, pip_spec, name = BUNDLED[value]
-        return bundled_file(pkg, pip_spec, name)
-    if looks_like_path(value):
-        return user_path("llm.model", value)
-    raise ModelNotFoundError(
-        f"llm.model: {value!r} is neither a bundled model ({', '.join(BUNDLED)}) nor a path "
-        "to a .gguf file; Cascade never downloads at run time: put the GGUF on disk and give "
-        "its path.")
+    return bundled_or_path("llm.model", value, BUNDLED, "a .gguf file",
+                           "put the GGUF on disk and give its path.")
 
 
 class LlamaCppConfig(GenerationSettings):

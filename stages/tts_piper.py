@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
-from pipeline.models import bundled_file, looks_like_path, user_path
+from pipeline.models import bundled_or_path
 from pipeline.registry import register
 from stages.base import SentenceTTS
 
@@ -26,15 +26,8 @@ BUNDLED = {
 
 
 def resolve_voice(value: str) -> Path:
-    if value in BUNDLED:
-        pkg, pip_spec, rel = BUNDLED[value]
-        return bundled_file(pkg, pip_spec, *rel.split("/"))
-    if looks_like_path(value):
-        return user_path("tts.voice", value)
-    raise ModelNotFoundError(
-        f"tts.voice: {value!r} is neither a bundled voice ({', '.join(BUNDLED)}) nor a path to "
-        "a Piper .onnx voice; Cascade never downloads at run time: put the .onnx and its "
-        ".onnx.json on disk and give the .onnx path.")
+    return bundled_or_path("tts.voice", value, BUNDLED, "a Piper .onnx voice",
+                           "put the .onnx and its .onnx.json on disk and give the .onnx path.")
 
 
 class PiperConfig(Strict):
