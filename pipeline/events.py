@@ -100,9 +100,3 @@ class AudioChunk(Event):
     sample_rate: int
     sentence_index: int
     text: str = ""
-
-
-@dataclass(frozen=True)
-class TurnError(Event):
-    stage: str
-    message: str

@@ -38,9 +38,6 @@ class TurnTimeline:
         out.update(extra)
         return out
 
-    def in_order(self) -> bool:
-        return phases_in_order(self.times)
-
 
 # The causal chain of a turn. The endpoint is not in it: a speculative turn's ASR
 # and LLM start at a pause, before the endpoint is confirmed; its audio waits for it.

@@ -48,9 +48,6 @@ class Stage(abc.ABC, Generic[In, Out]):
     async def aclose(self) -> None:
         self.worker.shutdown()
 
-    def describe(self) -> str:
-        return type(self).__name__
-
 
 class SentenceTTS(Stage[Sentence, AudioChunk]):
     """A TTS backend that synthesizes one sentence at a time on its worker thread
