@@ -50,6 +50,7 @@ def bench(config_path: str, repeats: int = 1) -> dict:
         }
         if name == "short_window":
             results[name]["guard_fallbacks"] = asr.stats["fallback"]
+            results[name]["repeats_cut"] = asr.stats["repaired"]
     results["wer_delta_points"] = round(
         (results["short_window"]["wer"] - results["standard_padded"]["wer"]) * 100, 2)
     results["speedup_p50"] = round(results["standard_padded"]["decode_ms_p50"]
@@ -68,7 +69,8 @@ def main() -> None:
         r = res[name]
         print(f"{name:16s} WER {r['wer'] * 100:5.2f}%  decode p50 {r['decode_ms_p50']:6.1f} ms"
               f"  p90 {r['decode_ms_p90']:6.1f} ms")
-    print(f"short window: {res['short_window']['guard_fallbacks']} guard fallbacks, WER "
+    print(f"short window: {res['short_window']['guard_fallbacks']} guard fallbacks, "
+          f"{res['short_window']['repeats_cut']} repeats cut, WER "
           f"{res['wer_delta_points']:+.2f} points, {res['speedup_p50']}x faster at p50")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_asr.json").write_text(json.dumps(res, indent=2))

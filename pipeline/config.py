@@ -52,7 +52,7 @@ class PipelineSettings(Strict):
     min_clause_words: int = Field(
         3, ge=1, description="Fewest words in a first-chunk clause.")
     max_first_words: Optional[int] = Field(
-        8, ge=2, description="First chunk cap: with no punctuation after this many words, "
+        6, ge=2, description="First chunk cap: with no punctuation after this many words, "
         "the first chunk is cut at the word boundary (null: wait for punctuation).")
     speculative: bool = Field(
         True, description="Speculative end of turn: start ASR, then the LLM and TTS, as soon as "

@@ -37,7 +37,11 @@ class LlamaCppConfig(GenerationSettings):
     model: str = Field("smollm2-135m-instruct", description="Bundled name or path of a "
                        "chat GGUF (its chat template is used).")
     n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
-    n_threads: int = Field(2, ge=1, description="CPU threads for generation and prefill.")
+    n_threads: int = Field(1, ge=1, description="CPU threads for generating tokens (one "
+                           "token at a time: a second thread barely helps a small model, and "
+                           "leaves the TTS a core while the reply is still being written).")
+    n_threads_batch: int = Field(2, ge=1, description="CPU threads for prefill (the prompt "
+                                 "is evaluated in a batch: more threads pay).")
     repeat_penalty: float = Field(1.15, ge=1, description="Penalty on repeated tokens.")
     seed: int = Field(0, description="Sampling seed, for repeatable replies.")
     reuse_kv_cache: bool = Field(True, description="Keep the KV cache between turns and "
@@ -72,7 +76,7 @@ class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
                                          "pip install llama-cpp-python==0.3.36") from err
         cfg = self.config
         self._llm = Llama(model_path=str(resolve_model(cfg.model)), n_ctx=cfg.n_ctx,
-                          n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads,
+                          n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads_batch,
                           seed=cfg.seed, verbose=False)
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:

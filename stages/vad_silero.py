@@ -41,8 +41,8 @@ class SileroVADConfig(Strict):
     barge_in_threshold: Optional[float] = Field(
         None, gt=0, lt=1, description="Speech probability needed to interrupt the assistant; "
         "null = threshold. audio.echo: half_duplex raises it.")
-    min_silence_ms: int = Field(320, ge=32, description="Silence that ends a turn (endpoint).")
-    pause_ms: int = Field(64, ge=32, description="Silence after which a SpeechPaused "
+    min_silence_ms: int = Field(288, ge=32, description="Silence that ends a turn (endpoint).")
+    pause_ms: int = Field(32, ge=32, description="Silence after which a SpeechPaused "
                           "(candidate end of turn) is emitted.")
     speech_pad_ms: int = Field(96, ge=0, description="Audio kept before the first and after "
                                "the last voiced frame of an utterance.")

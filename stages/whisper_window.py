@@ -3,6 +3,9 @@ margin of silence instead of a 30 s padded window (the encoder's cost grows with
 the window), with a guard. Unpadded decoding tends to repeat itself or stop
 early, so an output that repeats a phrase, speaks implausibly fast or fills its
 token limit is rejected and the caller falls back to the standard padded decode.
+One failure is repaired instead, as the padded decode would cost ~0.3 s: the
+whole utterance said again after its own final full stop ("Go forward ten
+meters. Go forward ten meters. Go for") keeps its first copy.
 """
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ FULL_FRAMES = 3000  # 30 s
 class WindowResult:
     text: str
     rejected: Optional[str]  # why the guard refused it, or None
+    repaired: bool = False  # a repetition of the whole utterance was cut off
+
+
+def _words(text: str) -> list[str]:
+    words = [re.sub(r"[^\w']", "", w) for w in text.lower().split()]
+    return [w for w in words if w]
 
 
 def window_frames(n_samples: int, margin_s: float, floor_s: float) -> int:
@@ -37,9 +46,9 @@ def guard(text: str, seconds: float, n_tokens: int, limit: int) -> Optional[str]
     """Why ``text`` looks like a failed short-window decode, or None."""
     if n_tokens >= limit:
         return "hit token limit"
-    words = [re.sub(r"[^\w']", "", w) for w in text.lower().split()]
-    words = [w for w in words if w]
-    if len(words) / max(seconds, 0.5) > 4.5:
+    words = _words(text)
+    # fast real speech reaches ~5 words/s (the corpus: 4.8); decoder loops go beyond 6
+    if len(words) / max(seconds, 0.5) > 6.0:
         return "implausibly fast speech"
     grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
     if len(grams) != len(set(grams)):
@@ -49,6 +58,21 @@ def guard(text: str, seconds: float, n_tokens: int, limit: int) -> Optional[str]
             if words[i:i + n] == words[i + n:i + 2 * n]:
                 if n >= 2 or words[i:i + n] == words[i + 2 * n:i + 3 * n]:
                     return "repeated words"
+    return None
+
+
+def trim_repeat(text: str) -> Optional[str]:
+    """The first copy when ``text`` is sentences S followed only by S again
+    (possibly several times, the last one cut short), else None."""
+    cuts = [m.end() for m in re.finditer(r"[.!?](?=\s)", text)]
+    for cut in cuts:
+        head, rest = text[:cut].strip(), text[cut:].strip()
+        h, r = _words(head), _words(rest)
+        if len(h) < 2 or len(r) < min(3, len(h)):
+            continue
+        repeated = (h * (len(r) // len(h) + 1))[:len(r)]
+        if r == repeated:
+            return head
     return None
 
 
@@ -72,5 +96,11 @@ def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s:
     text = tokenizer.decode(ids).strip()
     if res.no_speech_prob > 0.6 and res.scores[0] < -1.0:
         return WindowResult("", None)
-    return WindowResult(text, guard(text, len(audio) / SAMPLE_RATE, len(res.sequences_ids[0]),
-                                    limit))
+    seconds = len(audio) / SAMPLE_RATE
+    rejected = guard(text, seconds, len(res.sequences_ids[0]), limit)
+    if rejected is not None:
+        head = trim_repeat(text)
+        # the first copy must pass the guard on its own (its tokens are within the limit)
+        if head is not None and guard(head, seconds, 0, limit) is None:
+            return WindowResult(head, None, repaired=True)
+    return WindowResult(text, rejected)
