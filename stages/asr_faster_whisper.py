@@ -20,7 +20,7 @@ from pipeline.models import (assemble_split_model, bundled_file, looks_like_path
                              user_path)
 from pipeline.registry import register
 from stages.base import Stage
-from stages.whisper_window import decode_window
+from stages.whisper_window import decode_window, token_limit
 
 SAMPLE_RATE = 16000
 
@@ -140,13 +140,18 @@ class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
             self.stats["padded"] += 1
         return self.transcribe_padded(audio)
 
-    def transcribe_padded(self, audio: np.ndarray) -> tuple[str, str]:
+    def transcribe_padded(self, audio: np.ndarray, bounded: bool = True) -> tuple[str, str]:
         """Blocking: faster-whisper's standard transcription (30 s padded windows);
-        the whole lazy generator is consumed here, on the worker thread."""
+        the whole lazy generator is consumed here, on the worker thread. ``bounded``:
+        at most as many tokens per window as the speech can hold, so that a decode
+        that loops stops early and goes to the next temperature (unbounded, one noisy
+        clip took 7 s with Whisper base on the CPU)."""
         cfg = self.config
+        extra = {"max_new_tokens": token_limit(min(len(audio), 30 * SAMPLE_RATE))} if bounded \
+            else {}
         segments, info = self._model.transcribe(
             audio, language=cfg.language, beam_size=cfg.beam_size, without_timestamps=True,
-            condition_on_previous_text=False, vad_filter=False)
+            condition_on_previous_text=False, vad_filter=False, **extra)
         text = "".join(seg.text for seg in segments if seg.no_speech_prob < 0.8).strip()
         return text, info.language
 
