@@ -61,7 +61,7 @@ check: install
 LLAMA_PORT ?= 8080
 llama-serve: install
 	$(PY) -m llama_cpp.server --model "$$($(PY) -c 'from stages.llm_llama_cpp import resolve_model; print(resolve_model("smollm2-135m-instruct"))')" \
-	  --model_alias smollm2-135m-instruct --host 127.0.0.1 --port $(LLAMA_PORT) --n_ctx 2048 --n_threads 2
+	  --model_alias smollm2-135m-instruct --host 127.0.0.1 --port $(LLAMA_PORT) --n_ctx 2048 --n_threads 1 --n_threads_batch 2
 
 # vLLM's OpenAI-compatible server (configs/gpu-vllm.yaml), tuned for latency:
 # prefix caching on (the system prompt and history are prefilled once), small

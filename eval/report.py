@@ -8,8 +8,9 @@ Builds a scripted conversation from ../shared/speech clips (natural pauses, each
 user turn after the assistant has finished), replays it in real time through the
 pipeline, and measures V2V from the true end of the user's speech (from the clip's
 own audio, so the endpoint delay counts). With --ablation the same conversation is
-replayed with each latency switch off in turn and as a naive cascade, in the same
-run, and each is reported as a ratio to the full pipeline.
+replayed with each latency switch off in turn (its first --ablation-turns turns) and
+as a naive cascade (all of them), in the same run, and each is reported as a ratio to
+the full pipeline on the same turns.
 
 Writes eval/out/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png.
 """
