@@ -33,7 +33,7 @@ from eval.corpus import load_manifest
 from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
-    phase_table, under_share
+    phase_table, span_ms, under_share
 from pipeline import clock as clock_mod
 from pipeline.audio import read_wav
 from pipeline.clock import Clock
@@ -133,9 +133,7 @@ async def run_conversation(config: CascadeConfig, clips, seed: int, progress=Non
 
 def after_vad_end_ms(turn: dict[str, Any]) -> Optional[float]:
     """The VAD's end of speech to playback start (V2V less the VAD's lag)."""
-    if turn.get("playback_start") is None or turn.get("user_speech_end") is None:
-        return None
-    return (turn["playback_start"] - turn["user_speech_end"]) * 1000
+    return span_ms(turn, "user_speech_end", "playback_start")
 
 
 def summarize(turns: list[dict[str, Any]]) -> dict[str, Any]:

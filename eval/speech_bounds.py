@@ -4,15 +4,14 @@ the pipeline's VAD).
 Energy is taken in the speech band only (300-6000 Hz, 20 ms Hann windows every
 10 ms), so rumble, hum and breath pops below 300 Hz do not count, and passed
 through a 50 ms running median, so a click in the room noise (shorter than
-30 ms) does not count either. A
-window is voiced when that smoothed energy is 12 dB above the clip's noise floor
-(its 10th-percentile window), the threshold kept between 35 and 25 dB below the
-loudest window. The end is the end of the last voiced window. A noisy clip uses
-its clean twin's boundary.
+30 ms) does not count either. A window is voiced when that smoothed energy is
+12 dB above the clip's noise floor (its 10th-percentile window), the threshold
+kept between 35 and 25 dB below the loudest window. The end is the end of the
+last voiced window. A noisy clip uses its clean twin's boundary.
 
 Checked against Silero's own end on the corpus' clean clips
-(tests/test_speech_bounds.py): Silero ends 56 ms after this boundary at the median, never
-more than 14 ms before it. An earlier version without the band filter and the
+(tests/test_speech_bounds.py): Silero ends 56 ms after this boundary at the
+median, never more than 14 ms before it. An earlier version without the band filter and the
 median put the end up to 0.4 s too late on clips with noise after the last
 word, which flattered V2V on those turns.
 """

@@ -21,12 +21,14 @@ PHASES = {
 }
 
 
+def span_ms(turn: dict[str, Any], start: str, end: str) -> Optional[float]:
+    """Milliseconds from the timeline field ``start`` to ``end``, or None if either is missing."""
+    ta, tb = turn.get(start), turn.get(end)
+    return None if ta is None or tb is None else (tb - ta) * 1000
+
+
 def durations_ms(turn: dict[str, Any]) -> dict[str, Optional[float]]:
-    out = {}
-    for phase, (a, b) in PHASES.items():
-        ta, tb = turn.get(a), turn.get(b)
-        out[phase] = None if ta is None or tb is None else (tb - ta) * 1000
-    return out
+    return {phase: span_ms(turn, a, b) for phase, (a, b) in PHASES.items()}
 
 
 def percentiles(values: Iterable[float]) -> dict[str, Optional[float]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import CascadeConfig
 from .errors import CascadeError
-from .events import AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded
+from .events import AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded, stream_of
 from .orchestrator import build_stages
 
 
@@ -21,38 +21,30 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _one(item):
-    yield item
-
-
 async def _vad_probe(stage) -> str:
     frames = [AudioFrame(-1, (i + 1) * 0.032, samples=np.zeros(512, np.float32))
               for i in range(10)]
-
-    async def feed():
-        for f in frames:
-            yield f
-    events = [e async for e in stage.process(feed())]
+    events = [e async for e in stage.process(stream_of(*frames))]
     return f"{len(frames)} silent frames -> {len(events)} speech events"
 
 
 async def _asr_probe(stage) -> str:
     t = np.arange(16000) / 16000
     audio = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    [tr] = [e async for e in stage.process(_one(SpeechEnded(1, 0.0, 1.0, audio)))]
+    [tr] = [e async for e in stage.process(stream_of(SpeechEnded(1, 0.0, 1.0, audio)))]
     return f"1 s tone -> {tr.text!r}"
 
 
 async def _llm_probe(stage) -> str:
     msgs = (ChatMessage("system", stage.config.system_prompt), ChatMessage("user", "Say hello."))
-    text = "".join([d.text async for d in stage.process(_one(LLMRequest(1, 0.0, msgs)))])
+    text = "".join([d.text async for d in stage.process(stream_of(LLMRequest(1, 0.0, msgs)))])
     if not text.strip():
         raise CascadeError("llm: empty reply to 'Say hello.'")
     return f"'Say hello.' -> {text.strip()[:60]!r}"
 
 
 async def _tts_probe(stage) -> str:
-    chunks = [c async for c in stage.process(_one(Sentence(1, 0.0, "Hello there.", 0)))]
+    chunks = [c async for c in stage.process(stream_of(Sentence(1, 0.0, "Hello there.", 0)))]
     seconds = sum(len(c.samples) for c in chunks) / stage.sample_rate
     if seconds <= 0:
         raise CascadeError("tts: no audio for 'Hello there.'")

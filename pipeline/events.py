@@ -7,8 +7,17 @@ mutates what it received.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import AsyncIterator, TypeVar
 
 import numpy as np
+
+E = TypeVar("E")
+
+
+async def stream_of(*events: E) -> AsyncIterator[E]:
+    """These events as the async stream a stage's ``process`` takes."""
+    for event in events:
+        yield event
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .config import CascadeConfig
 from .console import Console
 from .errors import CascadeError, StageError
 from .events import (AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded, SpeechPaused,
-                     SpeechResumed, SpeechStarted, TextDelta)
+                     SpeechResumed, SpeechStarted, TextDelta, stream_of)
 from .session_log import SessionLog
 from .sinks import AudioSink, PlayedText
 from .splitter import SentenceSplitter, split_stream
@@ -71,10 +71,6 @@ class Turn:
     started_at: float = 0.0  # when its ASR got the audio
     shown: bool = False  # the user's text has been printed
     barge_in_stop_ms: Optional[float] = None
-
-
-async def _one(item: T) -> AsyncIterator[T]:
-    yield item
 
 
 async def _guard(stage: str, events: AsyncIterator[T], on_first: Callable[[T], None]
@@ -249,7 +245,7 @@ class Orchestrator:
         self._finalize(turn, prefill_next=not final)
 
     async def _transcribe(self, ended: SpeechEnded) -> str:
-        async with aclosing(self.stages.asr.process(_one(ended))) as it:
+        async with aclosing(self.stages.asr.process(stream_of(ended))) as it:
             return (await anext(it)).text
 
     # ---- one turn -----------------------------------------------------------------
@@ -257,7 +253,7 @@ class Orchestrator:
         st, pcfg, tl = self.stages, self.config.pipeline, turn.timeline
         try:
             async with asyncio.timeout(pcfg.turn_timeout_s):
-                async with aclosing(_guard("asr", st.asr.process(_one(ended)),
+                async with aclosing(_guard("asr", st.asr.process(stream_of(ended)),
                                            lambda e: tl.mark("asr_final", e.t))) as asr:
                     transcript = await anext(asr)
                 turn.user_text = transcript.text
@@ -268,8 +264,8 @@ class Orchestrator:
                     self.window.build, system_prompt(st.llm.config.system_prompt,
                                                      transcript.language),
                     self.history, transcript.text, st.llm.count_tokens)
-                deltas = _guard("llm", st.llm.process(_one(LLMRequest(turn.turn_id, clock.now(),
-                                                                      messages))),
+                request = LLMRequest(turn.turn_id, clock.now(), messages)
+                deltas = _guard("llm", st.llm.process(stream_of(request)),
                                 lambda e: tl.mark("llm_first_token", e.t))
                 chunks = split_stream(deltas, self.splitter) if pcfg.stream_tts else _whole_reply(deltas)
                 sentences = _guard("splitter", chunks, lambda e: tl.mark("first_sentence", e.t))

@@ -91,12 +91,16 @@ class HistoryWindow:
         turns = group_turns(history)
         return turns[min(self.dropped, len(turns)):]
 
+    @staticmethod
+    def _with_system(system: str, turns: list[list[ChatMessage]]) -> tuple[ChatMessage, ...]:
+        """System prompt + these turns, as the LLM sees them."""
+        return (ChatMessage("system", system), *map(as_prompt_message, _flatten(turns)))
+
     def _shrink(self, system: str, history: Sequence[ChatMessage], count: Counter,
                 extra_tokens: int) -> None:
         turns = self._kept(history)
         target = self.low_water * self.budget
-        sys_msg = ChatMessage("system", system)
-        while turns and count((sys_msg, *map(as_prompt_message, _flatten(turns)))) + extra_tokens > target:
+        while turns and count(self._with_system(system, turns)) + extra_tokens > target:
             turns.pop(0)
             self.dropped += 1
 
@@ -117,9 +121,8 @@ class HistoryWindow:
                count: Counter) -> tuple[ChatMessage, ...]:
         """What the next turn's prompt will start with; if the next turn would not fit
         (with ``reserve`` tokens for its message), the drop happens now."""
-        sys_msg = ChatMessage("system", system)
-        if self.budget is not None:
-            kept = (sys_msg, *map(as_prompt_message, _flatten(self._kept(history))))
-            if count(kept) + self.reserve > self.budget:
-                self._shrink(system, history, count, self.reserve)
-        return (sys_msg, *map(as_prompt_message, _flatten(self._kept(history))))
+        kept = self._with_system(system, self._kept(history))
+        if self.budget is not None and count(kept) + self.reserve > self.budget:
+            self._shrink(system, history, count, self.reserve)
+            kept = self._with_system(system, self._kept(history))
+        return kept

@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from eval.corpus import load_manifest  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.events import stream_of  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
@@ -25,9 +26,8 @@ async def collect(aiter):
     return [x async for x in aiter]
 
 
-async def aiter_of(items):
-    for item in items:
-        yield item
+def aiter_of(items):
+    return stream_of(*items)
 
 
 @pytest.fixture(scope="session")
