@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.corpus import load_manifest
+from eval.stats import percentiles
 from eval.wer import wer
 from pipeline.audio import read_wav
 from pipeline.config import load_config
@@ -44,10 +45,11 @@ def bench(config_path: str, repeats: int = 1) -> dict:
                 t0 = time.perf_counter()
                 hyps.append(fn(a)[0])
                 times.append(time.perf_counter() - t0)
+        spread = percentiles(times)
         results[name] = {
             "wer": round(wer([c.text for c in clips], hyps), 4),
-            "decode_ms_p50": round(float(np.median(times)) * 1000, 1),
-            "decode_ms_p90": round(float(np.percentile(times, 90)) * 1000, 1),
+            "decode_ms_p50": round(spread["p50"] * 1000, 1),
+            "decode_ms_p90": round(spread["p90"] * 1000, 1),
             "utterances": len(clips),
         }
         if name == "short_window":

