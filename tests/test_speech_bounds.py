@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eval.speech_bounds import speech_span
-from pipeline.audio import read_wav
+from pipeline.audio import frames, read_wav
 
 RATE = 16000
 
@@ -51,8 +51,7 @@ def test_real_clips_end_where_silero_hears_the_end(corpus, default_config):
         audio = read_wav(clip.path)
         padded = np.concatenate([audio, np.zeros(RATE // 2, np.float32)])
         vad.reset()
-        probs = [vad.probability(padded[i:i + FRAME])
-                 for i in range(0, len(padded) - FRAME + 1, FRAME)]
+        probs = [vad.probability(f) for _, f in frames(padded, FRAME)]
         silero_end = (max(i for i, p in enumerate(probs) if p >= 0.5) + 1) * FRAME / RATE
         lags.append(silero_end - speech_span(audio)[1])
     lags = np.array(lags)
