@@ -26,8 +26,9 @@ $(TEST_STAMP): $(STAMP) requirements-dev.txt requirements-coqui.txt
 install: $(STAMP)
 
 # System packages (Debian): only what is missing, only where apt-get exists.
-# Runtime: PortAudio (to build PyAudio), libspeexdsp (echo cancellation).
-SYSTEM_PKGS := libsndfile1 portaudio19-dev libspeexdsp1
+# Runtime: PortAudio (to build PyAudio), libspeexdsp (echo cancellation),
+# espeak-ng (the fast profile's TTS, configs/fast.yaml).
+SYSTEM_PKGS := libsndfile1 portaudio19-dev libspeexdsp1 espeak-ng
 # Tests also drive a real audio stack: a PulseAudio server with virtual devices.
 TEST_SYSTEM_PKGS := pulseaudio pulseaudio-utils libasound2-plugins
 PKGS ?= $(SYSTEM_PKGS)

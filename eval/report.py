@@ -34,13 +34,11 @@ from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
     phase_table, span_ms, under_share
-from pipeline import clock as clock_mod
 from pipeline.audio import read_wav
 from pipeline.clock import Clock
 from pipeline.config import CascadeConfig, load_config
 from pipeline.console import Console
-from pipeline.orchestrator import Orchestrator, build_stages
-from pipeline.session_log import SessionLog
+from pipeline.session import Session
 from pipeline.sinks import FileSink
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -51,6 +49,7 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "short-window ASR": {"asr": {"short_window": False}},
     "first-clause TTS (clause or 6-word first chunk)": {"pipeline": {"first_clause": False}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
+    "stages running ahead (off: pull-only chain)": {"pipeline": {"run_ahead": False}},
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},
     "prompt truncation": {"pipeline": {"truncate_prompt": False}},
     "warm-up": {"pipeline": {"warmup": False}},
@@ -62,12 +61,22 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def naive_overrides() -> dict[str, dict[str, Any]]:
+def applicable(config: CascadeConfig, overrides: dict[str, dict[str, Any]]
+               ) -> dict[str, dict[str, Any]]:
+    """The part of ``overrides`` this profile has keys for (the openai backend has no
+    KV-cache switch, espeak no thread count...)."""
+    have = config.to_dict()
+    kept = {section: {k: v for k, v in values.items() if k in have.get(section, {})}
+            for section, values in overrides.items()}
+    return {section: values for section, values in kept.items() if values}
+
+
+def naive_overrides(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     """The naive cascade: every switch off (wait for the full transcript, then the
     full reply, then synthesize all of it, then play)."""
     merged: dict[str, dict[str, Any]] = {}
     for over in SWITCHES.values():
-        for section, values in over.items():
+        for section, values in applicable(config, over).items():
             merged.setdefault(section, {}).update(values)
     return merged
 
@@ -107,27 +116,23 @@ def match_turns(user_turns: list[UserTurn], records: list[dict[str, Any]],
 
 async def run_conversation(config: CascadeConfig, clips, seed: int, progress=None
                            ) -> dict[str, Any]:
-    stages = build_stages(config)
-    sink = FileSink(rate=stages.tts.sample_rate)
-    log = SessionLog(None)
-    orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
+    session = Session(config, lambda stages: FileSink(rate=stages.tts.sample_rate),
+                      console=Console(quiet=True))
     t_load = time.perf_counter()
-    await orch.start()
-    ready_s = time.perf_counter() - t_load
-    clock = Clock()
-    clock_mod.use(clock)
-    user = ScriptedUser(clips, clock, lambda: not orch.busy and sink.busy_until() <= clock.now(),
-                        seed=seed, on_turn=lambda i: progress and progress.update(1))
-    try:
-        await orch.run(user.frames())
-    finally:
-        await orch.aclose()
+    async with session:
+        ready_s = time.perf_counter() - t_load
+        clock = Clock()
+        sink = session.sink
+        user = ScriptedUser(clips, clock, lambda: not session.busy and sink.busy_until() <= clock.now(),
+                            seed=seed, on_turn=lambda i: progress and progress.update(1))
+        await session.run(user.frames(), clock)
+    log = session.log
     matched, counts = match_turns(user.turns, log.timeline, user.media_time)
     for rec in matched:
         tr = next(t for t in log.transcript if t["turn_id"] == rec["turn_id"])
         rec.update(user_text=tr["user"], assistant_text=tr["assistant"])
-    asr_stats = getattr(stages.asr, "stats", {})
-    return {"turns": matched, "counts": counts, "speculation": dict(orch.stats),
+    asr_stats = getattr(session.stages.asr, "stats", {})
+    return {"turns": matched, "counts": counts, "speculation": dict(session.orchestrator.stats),
             "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline}
 
 
@@ -139,6 +144,21 @@ def after_vad_end_ms(turn: dict[str, Any]) -> Optional[float]:
 def summarize(turns: list[dict[str, Any]]) -> dict[str, Any]:
     v2v = percentiles(durations_ms(t)["V2V"] for t in turns)
     return {"p50": v2v["p50"], "p90": v2v["p90"], "max": v2v["max"]}
+
+
+AUDIBLE_GAP_MS = 150.0
+
+
+def sentence_gaps(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Silence between consecutive chunks of each reply: p50/p90 over all gaps, and
+    the share of replies of two chunks or more with a gap over AUDIBLE_GAP_MS."""
+    gaps = [g for t in turns for g in t.get("sentence_gaps_ms") or []]
+    multi = [t for t in turns if t.get("sentence_gaps_ms")]
+    p = percentiles(gaps)
+    gapped = [t for t in multi if max(t["sentence_gaps_ms"]) > AUDIBLE_GAP_MS]
+    return {"sentence_gap_ms": {"p50": p["p50"], "p90": p["p90"], "max": p["max"], "n": p["n"]},
+            "gapped_reply_share": len(gapped) / len(multi) if multi else 0.0,
+            "multi_chunk_replies": len(multi)}
 
 
 def machine() -> dict[str, Any]:
@@ -216,10 +236,15 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
     base = load_config(config_path)
     clips = pick_clips(max(turns, ablation_turns), seed)
     variants: list[tuple[str, dict[str, Any], int]] = [("full pipeline", {}, turns)]
+    not_applicable = []
     if ablation:
-        variants += [(f"without {name}", over, ablation_turns) for name, over in SWITCHES.items()]
+        for name, over in SWITCHES.items():
+            if applicable(base, over):
+                variants.append((f"without {name}", applicable(base, over), ablation_turns))
+            else:
+                not_applicable.append(name)
         # the speed-up target is judged on every turn of the conversation, like V2V itself
-        variants.append(("naive cascade", naive_overrides(), turns))
+        variants.append(("naive cascade", naive_overrides(base), turns))
     total = sum(n for _, _, n in variants)
     results: dict[str, Any] = {}
     t_start = time.perf_counter()
@@ -245,6 +270,7 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
         "later_turns_after_vad_end_p50_ms": percentiles(
             after_vad_end_ms(t) for t in full_turns[1:])["p50"],
         "phases_ms": phase_table(full_turns),
+        **sentence_gaps(full_turns),
         "speculation": full["speculation"],
         "asr_paths": full["asr_paths"],
         "endpointing": full["counts"],
@@ -267,10 +293,11 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
             rows[name] = {"v2v_ms": s, "turns": len(res["turns"]), "full_pipeline_v2v_ms": ref,
                           "ratio_p50": s["p50"] / ref["p50"] if s["p50"] and ref["p50"] else None,
                           "first_turn_v2v_ms": durations_ms(res["turns"][0])["V2V"]
-                          if res["turns"] else None}
+                          if res["turns"] else None, **sentence_gaps(res["turns"])}
         n_ref = min(ablation_turns, len(full_turns))
         summary["ablation_reference"] = {"v2v_ms": summarize(full_turns[:n_ref]), "turns": n_ref}
         summary["ablation"] = rows
+        summary["ablation_not_applicable"] = not_applicable
         naive = rows["naive cascade"]
         summary["naive_v2v_ms"] = {"p50": naive["v2v_ms"]["p50"], "p90": naive["v2v_ms"]["p90"],
                                    "turns": naive["turns"]}
@@ -318,6 +345,10 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"{spec['speculative_committed']} committed, {spec['speculative_discarded']} discarded "
         f"(hit rate {spec.get('hit_rate', 0) * 100:.0f}%, "
         f"{spec['speculative_wasted_s']:.2f} s of compute thrown away)",
+        f"- Gap between consecutive sentences' audio: p50 {_ms(summary['sentence_gap_ms']['p50'])} ms, "
+        f"p90 {_ms(summary['sentence_gap_ms']['p90'])} ms over {summary['sentence_gap_ms']['n']} "
+        f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "
+        f"{summary['gapped_reply_share'] * 100:.0f}% of {summary['multi_chunk_replies']}",
         f"- ASR paths: {summary['asr_paths']}",
         f"- Endpointing: {summary['endpointing']['premature_endpoints']} premature endpoints "
         f"(a pause inside an utterance taken for its end), "
@@ -331,19 +362,24 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                   f"the naive cascade: all {naive['turns']}), same run. Ratio = variant V2V p50 / "
                   "full pipeline V2V p50 on the same turns (shown as 'full p50').", "",
                   "| variant | turns | V2V p50 ms | V2V p90 ms | first turn ms | full p50 ms "
-                  "| ratio p50 |",
-                  "|---|---:|---:|---:|---:|---:|---:|",
+                  "| ratio p50 | sentence gap p90 ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|",
                   f"| full pipeline | {ref['turns']} | {_ms(ref['v2v_ms']['p50'])} | "
                   f"{_ms(ref['v2v_ms']['p90'])} | {_ms(summary['first_turn_v2v_ms'])} | "
-                  f"{_ms(ref['v2v_ms']['p50'])} | 1.00 |"]
+                  f"{_ms(ref['v2v_ms']['p50'])} | 1.00 | "
+                  f"{_ms(sentence_gaps(turns[:ref['turns']])['sentence_gap_ms']['p90'])} |"]
         for name, row in summary["ablation"].items():
             r = row["ratio_p50"]
             lines.append(f"| {name} | {row['turns']} | {_ms(row['v2v_ms']['p50'])} | "
                          f"{_ms(row['v2v_ms']['p90'])} | {_ms(row['first_turn_v2v_ms'])} | "
                          f"{_ms(row['full_pipeline_v2v_ms']['p50'])} | "
-                         f"{'—' if r is None else f'{r:.2f}'} |")
+                         f"{'—' if r is None else f'{r:.2f}'} | "
+                         f"{_ms(row['sentence_gap_ms']['p90'])} |")
         lines += ["", f"Speed-up over the naive cascade at p50 ({naive['turns']} turns): "
                       f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
+        if summary["ablation_not_applicable"]:
+            lines += ["", "Not applicable to this profile (no such key): "
+                      + ", ".join(summary["ablation_not_applicable"]) + "."]
     m = summary["machine"]
     lines += ["", "## Machine and versions", "",
               f"{m['cpu']}, {m['cores']} cores; {m['platform']}; Python {m['python']}",

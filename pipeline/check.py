@@ -14,7 +14,7 @@ import numpy as np
 from .config import CascadeConfig
 from .errors import CascadeError
 from .events import AudioFrame, ChatMessage, LLMRequest, Sentence, SpeechEnded, stream_of
-from .orchestrator import build_stages
+from .stages import build_stages
 
 
 def _rss_mb() -> float:

@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from contextvars import ContextVar
+from typing import Callable
 
 
 class Clock:
-    def __init__(self, fast: bool = False):
+    def __init__(self, fast: bool = False, source: Callable[[], float] = time.monotonic):
+        """``source``: seconds on a monotonic clock (an event loop's virtual time in tests)."""
         self.fast = fast
-        self._t0 = time.monotonic()
+        self._source = source
+        self._t0 = source()
         self._skipped = 0.0
 
     def now(self) -> float:
-        return time.monotonic() - self._t0 + self._skipped
+        return self._source() - self._t0 + self._skipped
 
     async def sleep_until(self, t: float, skippable: bool = False) -> None:
         delay = t - self.now()

@@ -9,14 +9,12 @@ from typing import AsyncIterator, Callable, Optional
 
 import numpy as np
 
-from . import clock as clock_mod
 from .audio import FRAME_SAMPLES, PIPELINE_RATE, frames, read_wav
 from .clock import Clock
 from .config import CascadeConfig
 from .console import Console
 from .events import AudioFrame
-from .orchestrator import Orchestrator, build_stages
-from .session_log import SessionLog
+from .session import Session
 from .sinks import FileSink
 
 
@@ -32,23 +30,20 @@ async def file_frames(audio: np.ndarray, clock: Clock, busy: Callable[[], bool],
 
 
 async def run_file(config: CascadeConfig, input_path: Path, out_dir: Optional[Path],
-                   fast: bool = False, console: Optional[Console] = None) -> tuple[Orchestrator,
-                                                                                  FileSink]:
+                   fast: bool = False, console: Optional[Console] = None) -> Session:
     console = console or Console()
     audio = read_wav(input_path, PIPELINE_RATE)
-    stages = build_stages(config)
-    sink = FileSink(rate=stages.tts.sample_rate)
-    orch = Orchestrator(config, stages, sink, SessionLog(out_dir), console)
+    session = Session(config, lambda stages: FileSink(rate=stages.tts.sample_rate), out_dir,
+                      console)
     try:
-        await orch.start()
-        clock = Clock(fast=fast)
-        clock_mod.use(clock)
-        tail = (stages.vad.config.min_silence_ms + stages.vad.config.speech_pad_ms) / 1000 + 0.5
-        console.info(f"replaying {input_path} ({len(audio) / PIPELINE_RATE:.1f} s"
-                     f"{', fast' if fast else ', real time'})")
-        await orch.run(file_frames(audio, clock, lambda: orch.busy, tail_s=tail))
+        async with session:
+            clock = Clock(fast=fast)
+            vad = session.stages.vad.config
+            tail = (vad.min_silence_ms + vad.speech_pad_ms) / 1000 + 0.5
+            console.info(f"replaying {input_path} ({len(audio) / PIPELINE_RATE:.1f} s"
+                         f"{', fast' if fast else ', real time'})")
+            await session.run(file_frames(audio, clock, lambda: session.busy, tail_s=tail), clock)
     finally:
         if out_dir is not None:
-            sink.write(out_dir / "conversation.wav", audio, PIPELINE_RATE)
-        await orch.aclose()
-    return orch, sink
+            session.sink.write(out_dir / "conversation.wav", audio, PIPELINE_RATE)
+    return session

@@ -1,20 +1,28 @@
-"""The one stage shape.
+"""The stage shapes.
 
 A stage is built from its config and does no heavy work in ``__init__``; it
-loads models in ``async start()``, transforms an async iterator of events into an
-async iterator of events with ``process()``, and releases in ``async aclose()``.
+loads models in ``async start()`` and releases in ``async aclose()``. Each kind
+has one narrow call the orchestrator uses:
+
+- VAD: ``process(frames)``, an async stream of audio frames in, speech events out;
+- ASR: ``await recognize(ended)``, one utterance in, one :class:`Transcript` out;
+- LLM: ``generate(request)``, one prompt in, an async stream of :class:`TextDelta` out;
+- TTS: ``await speak(sentence)``, one chunk of text in, its :class:`AudioChunk` out.
+
+``process()`` turns a stream of inputs into a stream of outputs with that call,
+for tools that chain stages by hand (``pipeline check``, tests).
 """
 from __future__ import annotations
 
 import abc
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Generic, Optional, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
 
 from pipeline import clock
-from pipeline.events import AudioChunk, Sentence
+from pipeline.events import AudioChunk, LLMRequest, Sentence, SpeechEnded, TextDelta, Transcript
 from pipeline.worker import Worker
 
 In = TypeVar("In")
@@ -49,9 +57,38 @@ class Stage(abc.ABC, Generic[In, Out]):
         self.worker.shutdown()
 
 
+class ASRStage(Stage[SpeechEnded, Transcript]):
+    kind = "asr"
+
+    @abc.abstractmethod
+    async def recognize(self, ended: SpeechEnded) -> Transcript:
+        """The utterance's transcript (empty text: no words)."""
+
+    async def process(self, events: AsyncIterator[SpeechEnded]) -> AsyncIterator[Transcript]:
+        async for ended in events:
+            yield await self.recognize(ended)
+
+
+class LLMStage(Stage[LLMRequest, TextDelta]):
+    kind = "llm"
+
+    @abc.abstractmethod
+    def generate(self, request: LLMRequest) -> AsyncIterator[TextDelta]:
+        """The reply to ``request``, piece by piece as it is written."""
+
+    @abc.abstractmethod
+    def count_tokens(self, messages) -> int:
+        """Tokens of these messages as the model sees them (prompt truncation)."""
+
+    async def process(self, events: AsyncIterator[LLMRequest]) -> AsyncIterator[TextDelta]:
+        async for request in events:
+            async for delta in self.generate(request):
+                yield delta
+
+
 class SentenceTTS(Stage[Sentence, AudioChunk]):
-    """A TTS backend that synthesizes one sentence at a time on its worker thread
-    (cancellation stops between sentences). Subclasses give ``synthesize`` and
+    """A TTS backend that synthesizes one chunk of text at a time on its worker
+    thread (cancellation stops between chunks). Subclasses give ``synthesize`` and
     ``sample_rate``."""
 
     kind = "tts"
@@ -64,10 +101,17 @@ class SentenceTTS(Stage[Sentence, AudioChunk]):
     async def warmup(self) -> None:
         await self.worker.call(self.synthesize, "Hello there.")
 
+    async def speak(self, sentence: Sentence) -> Optional[AudioChunk]:
+        """The sentence's audio, or None if it has none (punctuation only)."""
+        audio = await self.worker.call(self.synthesize, sentence.text)
+        if not len(audio):
+            return None
+        return AudioChunk(sentence.turn_id, clock.now(), samples=audio,
+                          sample_rate=self.sample_rate, sentence_index=sentence.index,
+                          text=sentence.text)
+
     async def process(self, events: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
         async for sentence in events:
-            audio = await self.worker.call(self.synthesize, sentence.text)
-            if len(audio):
-                yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
-                                 sample_rate=self.sample_rate, sentence_index=sentence.index,
-                                 text=sentence.text)
+            chunk = await self.speak(sentence)
+            if chunk is not None:
+                yield chunk

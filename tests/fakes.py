@@ -3,7 +3,6 @@ used in addition to the real-model tests, never instead of them."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -68,72 +67,97 @@ class ScriptedVAD(FakeStage):
 
 
 class FakeASR(FakeStage):
+    """``fail``: turn id -> exception raised instead of a transcript; ``hang``: turn ids
+    whose recognition never ends."""
     kind = "asr"
 
-    def __init__(self, delay=0.1, texts=None):
+    def __init__(self, delay=0.1, texts=None, fail=None, hang=()):
         super().__init__()
-        self.delay, self.texts = delay, texts or {}
+        self.delay, self.texts, self.fail, self.hang = delay, texts or {}, fail or {}, hang
+        self.calls = []
 
-    async def process(self, events):
-        async for ev in events:
-            await asyncio.sleep(self.delay)
-            yield Transcript(ev.turn_id, clock.now(), text=self.texts.get(ev.turn_id, f"hello {ev.turn_id}"))
+    async def recognize(self, ended):
+        self.calls.append((clock.now(), ended.turn_id))
+        await asyncio.sleep(self.delay)
+        if ended.turn_id in self.fail:
+            raise self.fail[ended.turn_id]
+        if ended.turn_id in self.hang:
+            await asyncio.Event().wait()
+        return Transcript(ended.turn_id, clock.now(),
+                          text=self.texts.get(ended.turn_id, f"hello {ended.turn_id}"))
 
 
 class FakeLLM(FakeStage):
+    """``fail``: turn id -> (number of words written first, exception)."""
     kind = "llm"
 
     def __init__(self, ttft=0.05, per_token=0.02, reply="Sure thing. I can help with that. "
-                 "Here is a third sentence."):
+                 "Here is a third sentence.", fail=None):
         super().__init__(system_prompt="be brief")
-        self.ttft, self.per_token, self.reply = ttft, per_token, reply
+        self.ttft, self.per_token, self.reply, self.fail = ttft, per_token, reply, fail or {}
         self.requests = []
+        self.written = []  # (time, turn id, word)
 
     def count_tokens(self, messages):
         return sum(len(m.content.split()) + 3 for m in messages)
 
-    async def process(self, events):
-        async for req in events:
-            self.requests.append(req)
-            await asyncio.sleep(self.ttft)
-            words = self.reply.split(" ")
-            for i, w in enumerate(words):
-                if i:
-                    await asyncio.sleep(self.per_token)
-                yield TextDelta(req.turn_id, clock.now(), text=(" " if i else "") + w)
+    async def generate(self, req):
+        self.requests.append(req)
+        await asyncio.sleep(self.ttft)
+        words = self.reply.split(" ")
+        after, error = self.fail.get(req.turn_id, (None, None))
+        for i, w in enumerate(words):
+            if i == after:
+                raise error
+            if i:
+                await asyncio.sleep(self.per_token)
+            self.written.append((clock.now(), req.turn_id, w))
+            yield TextDelta(req.turn_id, clock.now(), text=(" " if i else "") + w)
 
 
 class FakeTTS(FakeStage):
+    """``fail``: (turn id, sentence index) -> exception raised instead of its audio."""
     kind = "tts"
     sample_rate = 16000
 
-    def __init__(self, delay=0.04, seconds_per_word=0.3):
+    def __init__(self, delay=0.04, seconds_per_word=0.3, fail=None):
         super().__init__()
-        self.delay, self.spw = delay, seconds_per_word
-        self.texts = []
+        self.delay, self.spw, self.fail = delay, seconds_per_word, fail or {}
+        self.texts = []  # (time synthesis started, text)
+        self.done = []  # (time synthesis ended, text)
 
-    async def process(self, events):
-        async for s in events:
-            self.texts.append((clock.now(), s.text))
-            await asyncio.sleep(self.delay)
-            n = int(len(s.text.split()) * self.spw * self.sample_rate)
-            yield AudioChunk(s.turn_id, clock.now(), samples=np.full(n, 0.1, np.float32),
-                             sample_rate=self.sample_rate, sentence_index=s.index, text=s.text)
+    async def speak(self, s):
+        self.texts.append((clock.now(), s.text))
+        await asyncio.sleep(self.delay)
+        if (s.turn_id, s.index) in self.fail:
+            raise self.fail[(s.turn_id, s.index)]
+        n = int(len(s.text.split()) * self.spw * self.sample_rate)
+        self.done.append((clock.now(), s.text))
+        return AudioChunk(s.turn_id, clock.now(), samples=np.full(n, 0.1, np.float32),
+                          sample_rate=self.sample_rate, sentence_index=s.index, text=s.text)
 
 
-def run_session(orch, seconds: float, tail_s: float = 0.5) -> None:
-    """Run an orchestrator over ``seconds`` of silent input with a fast clock (the
-    scripted VAD decides where speech is)."""
-    from pipeline import clock as clock_mod
+def fake_session(config, stages, out_dir=None, sink=None):
+    """A session of these stages writing to a FileSink (or ``sink``)."""
+    from pipeline.console import Console
+    from pipeline.session import Session
+    from pipeline.sinks import FileSink
+
+    return Session(config, lambda st: sink or FileSink(16000), out_dir, Console(quiet=True),
+                   stages=stages)
+
+
+def run_session(session, seconds: float, tail_s: float = 0.5) -> None:
+    """Run a session over ``seconds`` of silent input on a virtual-time event loop
+    (the scripted VAD decides where speech is): exact timings, no real waiting."""
     from pipeline.clock import Clock
     from pipeline.filemode import file_frames
+    from tests.virtual_time import run_virtual
 
     async def main():
-        await orch.start()
-        clk = Clock(fast=True)
-        clock_mod.use(clk)
-        await orch.run(file_frames(np.zeros(int(seconds * 16000), np.float32), clk,
-                                   lambda: orch.busy, tail_s=tail_s))
-        await orch.aclose()
+        async with session:
+            clk = Clock(source=asyncio.get_running_loop().time)
+            await session.run(file_frames(np.zeros(int(seconds * 16000), np.float32), clk,
+                                          lambda: session.busy, tail_s=tail_s), clk)
 
-    asyncio.run(main())
+    run_virtual(main())

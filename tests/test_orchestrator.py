@@ -1,133 +1,359 @@
-"""Orchestration with fake stages and scripted latencies: exact timelines and
-barge-in at a given moment."""
+"""Orchestration with fake stages and scripted latencies, on a virtual-time event
+loop: exact timelines, barge-in at a given moment, overlap of the stages, and a
+fault injected at every stage and phase."""
 
 import pytest
 
-from pipeline.console import Console
-from pipeline.orchestrator import Orchestrator, Stages
-from pipeline.session_log import SessionLog
+from pipeline.errors import StageError
+from pipeline.observers import Observer
+from pipeline import clock
+from pipeline.stages import Stages
 from pipeline.sinks import FileSink
-from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD, run_session
+from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD, fake_session, run_session
+
+FRAME = 0.032  # the scripted VAD acts on the first frame at or after its time
 
 
-def session(default_config, script, seconds, **cfg):
+def at_frame(t: float) -> float:
+    """The time of the first 32 ms frame boundary at or after ``t``."""
+    n = -(-round(t * 1e6) // round(FRAME * 1e6))
+    return n * FRAME
+
+
+def session(default_config, script, seconds, asr=None, llm=None, tts=None, vad=None,
+            sink=None, **cfg):
     config = default_config.replace(pipeline=cfg) if cfg else default_config
-    stages = Stages(vad=ScriptedVAD(script), asr=FakeASR(), llm=FakeLLM(), tts=FakeTTS())
-    sink = FileSink(16000)
-    log = SessionLog(None)
-    orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
-    run_session(orch, seconds)
-    return orch, stages, sink, log
+    stages = Stages(vad=vad or ScriptedVAD(script), asr=asr or FakeASR(), llm=llm or FakeLLM(),
+                    tts=tts or FakeTTS())
+    s = fake_session(config, stages, sink=sink)
+    run_session(s, seconds)
+    return s.orchestrator, stages, s.sink, s.log
+
+
+def roles(messages):
+    return [m.role for m in messages]
+
+
+def alternate(history):
+    """user, assistant, user, assistant, ..."""
+    return roles(history) == ["user", "assistant"] * (len(history) // 2) and len(history) % 2 == 0
 
 
 def test_timeline_phases_follow_the_scripted_latencies(default_config):
     orch, stages, sink, log = session(default_config, [(1.0, 2.0)], 8.0, speculative=False)
     [rec] = log.timeline
+    endpoint = at_frame(2.3)
     assert rec["status"] == "answered"
     assert rec["user_speech_end"] == 2.0
-    assert rec["endpoint"] == pytest.approx(2.3, abs=0.04)
-    assert rec["asr_final"] - rec["endpoint"] == pytest.approx(0.10, abs=0.03)
-    assert rec["llm_first_token"] - rec["asr_final"] == pytest.approx(0.05, abs=0.03)
-    # "Sure thing." is the first sentence: two tokens, so one per-token delay, and the
+    assert rec["endpoint"] == pytest.approx(endpoint, abs=1e-4)
+    assert rec["asr_final"] == pytest.approx(endpoint + 0.10, abs=1e-4)
+    assert rec["llm_first_token"] == pytest.approx(endpoint + 0.15, abs=1e-4)
+    # "Sure thing." is the first sentence: two words, one per-token delay, and the
     # boundary is known when the next word arrives (another per-token delay)
-    assert rec["first_sentence"] - rec["llm_first_token"] == pytest.approx(0.04, abs=0.03)
-    assert rec["tts_first_audio"] - rec["first_sentence"] == pytest.approx(0.04, abs=0.03)
-    assert rec["playback_start"] == pytest.approx(rec["tts_first_audio"], abs=0.01)
-    assert rec["v2v_ms"] == pytest.approx((rec["playback_start"] - 2.0) * 1000, abs=0.2)
-    assert stages.tts.texts[0][1] == "Sure thing."
-    # TTS got its first sentence while the LLM was still writing the rest
-    assert stages.tts.texts[0][0] < orch.log.timeline[0]["playback_start"] + 0.5
+    assert rec["first_sentence"] == pytest.approx(endpoint + 0.19, abs=1e-4)
+    assert rec["tts_first_audio"] == pytest.approx(endpoint + 0.23, abs=1e-4)
+    assert rec["playback_start"] == pytest.approx(endpoint + 0.23, abs=1e-4)
+    assert rec["v2v_ms"] == pytest.approx((endpoint + 0.23 - 2.0) * 1000, abs=0.1)
     assert [p.text for p in sink.placed] == ["Sure thing.", "I can help with that.",
                                              "Here is a third sentence."]
-    assert log.transcript[0]["assistant"] == "Sure thing. I can help with that. Here is a third sentence."
+    assert rec["sentence_gaps_ms"] == [0.0, 0.0]
+    assert log.transcript[0]["assistant"] == ("Sure thing. I can help with that. "
+                                              "Here is a third sentence.")
+
+
+def test_the_llm_writes_sentence_two_while_sentence_one_is_synthesized(default_config):
+    slow_tts = FakeTTS(delay=0.5)
+    _, stages, _, _ = session(default_config, [(1.0, 2.0)], 10.0, tts=slow_tts,
+                              speculative=False)
+    (t1_start, first), (t2_start, second) = slow_tts.texts[:2]
+    assert first == "Sure thing." and second == "I can help with that."
+    t1_done = slow_tts.done[0][0]
+    sentence2_written = max(t for t, _, w in stages.llm.written if w == "that.")
+    assert t1_start < sentence2_written < t1_done  # the LLM did not wait for the TTS
+    # and the TTS takes sentence 2 the moment it is done with sentence 1
+    assert t2_start == pytest.approx(t1_done, abs=1e-6)
+
+
+def test_pull_only_chain_leaves_the_llm_idle_while_the_tts_works(default_config):
+    slow_tts = FakeTTS(delay=0.5)
+    _, stages, _, _ = session(default_config, [(1.0, 2.0)], 10.0, tts=slow_tts,
+                              speculative=False, run_ahead=False)
+    t1_done = slow_tts.done[0][0]
+    sentence2_written = max(t for t, _, w in stages.llm.written if w == "that.")
+    assert sentence2_written > t1_done
+
+
+def test_run_ahead_closes_the_gap_between_sentences_when_the_llm_is_slow(default_config):
+    # a slow LLM (0.25 s a word) and a short first clause: pull-only, the next
+    # sentence is written only after the first is synthesized, and the audio stops
+    slow = dict(ttft=0.05, per_token=0.25, reply="Sure. I can help with that today, friend.")
+    gaps = {}
+    for ahead in (True, False):
+        _, _, _, log = session(default_config, [(1.0, 2.0)], 12.0, llm=FakeLLM(**slow),
+                               tts=FakeTTS(delay=0.3, seconds_per_word=0.4),
+                               speculative=False, run_ahead=ahead)
+        gaps[ahead] = log.timeline[0]["sentence_gaps_ms"]
+    # run ahead, sentence 2 is written while sentence 1 is synthesized (0.3 s) and
+    # plays: the silence before it is shorter by exactly that synthesis time
+    assert gaps[True] == [pytest.approx(1100, abs=0.5)]
+    assert gaps[False] == [pytest.approx(1400, abs=0.5)]
 
 
 def test_naive_mode_waits_for_the_whole_reply(default_config):
     _, stages, sink, log = session(default_config, [(1.0, 2.0)], 8.0, stream_tts=False)
     [rec] = log.timeline
     assert len(sink.placed) == 1 and sink.placed[0].text.startswith("Sure thing. I can")
-    # all 12 words generated before synthesis: ~11 per-token delays after the first token
-    assert rec["first_sentence"] - rec["llm_first_token"] == pytest.approx(0.22, abs=0.05)
+    # all 12 words written before synthesis: 11 per-token delays after the first token
+    assert rec["first_sentence"] - rec["llm_first_token"] == pytest.approx(0.22, abs=1e-4)
 
 
 def test_barge_in_cuts_playback_and_keeps_only_played_text(default_config):
-    # reply to turn 1 starts ~2.5 s and lasts ~3.6 s; the user speaks again at 3.5 s
+    # reply to turn 1 starts ~2.3 s and lasts ~3.6 s; the user speaks again at 3.5 s
     orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 4.0)], 9.0)
     first, second = log.transcript
     assert first["status"] == "interrupted" and first["interrupted"] is True
     # "Sure thing." (0.6 s) then "I can help with that." (1.5 s) started before 3.5 s
     assert first["assistant"] == "Sure thing. I can help with that."
-    assert second["status"] == "answered"
+    assert second["status"] == "answered" and second["interrupted"] is False
     # nothing of turn 1 is heard after the barge-in
     t1_end = max(p.end(16000) for p in sink.placed if p.turn_id == 1)
-    assert t1_end == pytest.approx(3.5, abs=0.04)
+    assert t1_end == pytest.approx(at_frame(3.5), abs=1e-4)
     # the history holds the interrupted, partial reply, and the next prompt saw it
     assert orch.history[1].content == "Sure thing. I can help with that."
     assert orch.history[1].interrupted
     prompt = stages.llm.requests[1].messages
     assert prompt[2].content.startswith("Sure thing. I can help with that.")
     assert prompt[2].content != orch.history[1].content  # marked as interrupted
+    assert alternate(orch.history)
 
 
-def test_speech_during_processing_cancels_the_turn(default_config):
+def test_speech_during_processing_cancels_the_turn_and_roles_still_alternate(default_config):
     # the second utterance starts 0.1 s after the first endpoint: turn 1 never speaks
     orch, stages, sink, log = session(default_config, [(1.0, 2.0), (2.4, 3.0)], 8.0,
                                       speculative=False)
-    assert log.transcript[0]["status"] == "interrupted"
-    assert log.transcript[0]["user"] == "hello 1"  # what the user said is kept
-    assert log.transcript[0]["assistant"] == ""
-    assert [m.role for m in stages.llm.requests[-1].messages] == ["system", "user", "user"]
+    first, second = log.transcript
+    assert first["status"] == "interrupted" and first["interrupted"] is True
+    assert first["user"] == "hello 1"  # what the user said is kept
+    assert first["assistant"] == ""
     assert all(p.turn_id == 2 for p in sink.placed)
-    assert log.transcript[1]["status"] == "answered"
+    assert second["status"] == "answered"
+    # one user message holding both utterances, answered once
+    assert roles(stages.llm.requests[-1].messages) == ["system", "user"]
+    assert stages.llm.requests[-1].messages[-1].content == "hello 1 hello 2"
+    assert alternate(orch.history) and orch.history[0].content == "hello 1 hello 2"
+
+
+def test_a_reply_cut_between_two_sentences_is_interrupted(default_config):
+    # sentence 1 ("Sure.", 0.3 s of audio) has played out while the slow LLM is still
+    # writing sentence 2 when the user speaks: nothing is playing at that moment
+    llm = FakeLLM(per_token=0.4, reply="Sure. I can help with that today.")
+    orch, _, _, log = session(default_config, [(1.0, 2.0), (3.2, 3.8)], 9.0, llm=llm,
+                              speculative=False)
+    first = log.transcript[0]
+    assert first["assistant"] == "Sure."
+    assert first["status"] == "interrupted" and first["interrupted"] is True
+    assert orch.history[1].interrupted
 
 
 def test_history_carried_between_turns(default_config):
     orch, stages, sink, log = session(default_config, [(1.0, 1.5), (7.0, 7.5)], 12.0)
     assert [t["status"] for t in log.transcript] == ["answered", "answered"]
     second_prompt = stages.llm.requests[1].messages
-    assert [m.role for m in second_prompt] == ["system", "user", "assistant", "user"]
+    assert roles(second_prompt) == ["system", "user", "assistant", "user"]
     assert second_prompt[1].content == "hello 1"
 
 
-def test_fast_mode_skips_idle_time_but_times_turns(default_config):
-    import time
-    t0 = time.monotonic()
-    _, _, _, log = session(default_config, [(10.0, 11.0)], 30.0)
-    assert time.monotonic() - t0 < 10  # 30 s of input, mostly skipped
-    assert log.timeline[0]["v2v_ms"] > 300  # endpoint 0.3 s + scripted processing
+def test_each_turn_is_logged_when_its_reply_has_played_not_at_the_next_speech(default_config):
+    logged = []
+
+    class When(Observer):
+        def turn_ended(self, turn, transcript, timeline):
+            logged.append((clock.now(), transcript["turn_id"]))
+
+    stages = Stages(vad=ScriptedVAD([(1.0, 1.5), (9.0, 9.5)]), asr=FakeASR(), llm=FakeLLM(),
+                    tts=FakeTTS())
+    s = fake_session(default_config, stages)
+    s.orchestrator.observers.all.append(When())
+    run_session(s, 12.0)
+    playback_end = max(p.end(16000) for p in s.sink.placed if p.turn_id == 1)
+    assert logged[0][1] == 1
+    assert playback_end <= logged[0][0] < playback_end + FRAME + 1e-6  # long before 9 s
 
 
 def test_speculative_turn_starts_at_the_pause_and_plays_at_the_endpoint(default_config):
-    orch, stages, sink, log = session(default_config, [(1.0, 2.0)], 8.0)
+    orch, stages, sink, log = session(default_config, [], 8.0,
+                                      vad=ScriptedVAD([(1.0, 2.0)], endpoint_s=0.4))
     [rec] = log.timeline
     assert rec["speculative"] is True
-    # ASR started at the pause (2.064 s), before the endpoint (2.3 s)
-    assert rec["asr_start"] == pytest.approx(2.064, abs=0.04)
-    assert rec["asr_final"] < rec["endpoint"]
-    # everything was ready before the endpoint: playback starts right at it
-    assert rec["playback_start"] == pytest.approx(rec["endpoint"], abs=0.02)
+    # ASR started at the pause (2.064 s), before the endpoint (2.4 s)
+    assert rec["asr_start"] == pytest.approx(at_frame(2.064), abs=1e-4)
+    assert rec["asr_final"] == pytest.approx(rec["asr_start"] + 0.1, abs=1e-4)
+    # everything was ready 0.23 s after the pause, before the endpoint: playback
+    # starts right at it
+    assert rec["tts_first_audio"] == pytest.approx(rec["asr_start"] + 0.23, abs=1e-4)
+    assert rec["tts_first_audio"] < rec["endpoint"] == pytest.approx(at_frame(2.4), abs=1e-4)
+    assert rec["playback_start"] == pytest.approx(rec["endpoint"], abs=1e-4)
     assert orch.stats["speculative_committed"] == 1 and orch.stats["speculative_discarded"] == 0
+
+
+def test_a_speculative_turn_keeps_writing_while_it_waits_for_the_endpoint(default_config):
+    # the endpoint comes 1 s after the pause: the LLM writes the whole reply meanwhile
+    vad = ScriptedVAD([(1.0, 2.0)], endpoint_s=1.0)
+    _, stages, _, log = session(default_config, [], 8.0, vad=vad)
+    endpoint = log.timeline[0]["endpoint"]
+    assert max(t for t, _, _ in stages.llm.written) < endpoint
 
 
 def test_speculative_work_is_discarded_when_speech_resumes(default_config):
     # a pause at 1.5 s inside the utterance, speech back at 1.7 s
-    config = default_config
-    stages = Stages(vad=ScriptedVAD([(1.0, 2.0)], resumes=[(1.5, 1.7)]), asr=FakeASR(),
-                    llm=FakeLLM(), tts=FakeTTS())
-    sink, log = FileSink(16000), SessionLog(None)
-    orch = Orchestrator(config, stages, sink, log, Console(quiet=True))
-    run_session(orch, 8.0)
+    vad = ScriptedVAD([(1.0, 2.0)], resumes=[(1.5, 1.7)])
+    orch, stages, sink, log = session(default_config, [], 8.0, vad=vad)
     assert orch.stats["speculative_started"] == 2
     assert orch.stats["speculative_discarded"] == 1
     assert orch.stats["speculative_committed"] == 1
-    assert 0.1 < orch.stats["speculative_wasted_s"] < 0.2  # from 1.564 to 1.7 s
+    assert orch.stats["speculative_wasted_s"] == pytest.approx(at_frame(1.7) - at_frame(1.564),
+                                                               abs=1e-6)
     assert len(log.transcript) == 1 and log.transcript[0]["status"] == "answered"
-    assert all(p.start >= 2.29 for p in sink.placed)  # nothing played before the endpoint
+    assert all(p.start >= at_frame(2.3) - 1e-6 for p in sink.placed)  # nothing before the endpoint
 
 
 def test_without_speculation_work_starts_at_the_endpoint(default_config):
     _, _, _, log = session(default_config, [(1.0, 2.0)], 8.0, speculative=False)
     [rec] = log.timeline
     assert rec["speculative"] is False
-    assert rec["asr_start"] == pytest.approx(rec["endpoint"], abs=0.01)
-    assert rec["asr_final"] - rec["endpoint"] == pytest.approx(0.10, abs=0.03)
+    assert rec["asr_start"] == pytest.approx(rec["endpoint"], abs=1e-6)
+
+
+# ---- faults: each ends its own turn with a clear error; the session goes on -------------
+
+BOOM = RuntimeError("boom")
+TWO_TURNS = [(1.0, 2.0), (9.0, 10.0)]
+
+
+def two_turns(default_config, **stages_and_cfg):
+    orch, stages, sink, log = session(default_config, TWO_TURNS, 16.0, **stages_and_cfg)
+    first, second = log.transcript
+    assert second["status"] == "answered" and second["assistant"]
+    assert alternate(orch.history)
+    assert len(log.timeline) == 2 and log.timeline[0]["error"] == first["error"]
+    return first, orch, stages, sink
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+def test_asr_failure(default_config, speculative):
+    first, orch, stages, _ = two_turns(default_config, asr=FakeASR(fail={1: BOOM}),
+                                       speculative=speculative)
+    assert first["status"] == "error" and first["error"] == "asr: RuntimeError: boom"
+    assert first["interrupted"] is False
+    assert roles(stages.llm.requests[-1].messages) == ["system", "user"]
+
+
+def test_asr_cascade_error_keeps_its_message(default_config):
+    first, *_ = two_turns(default_config, asr=FakeASR(fail={1: StageError("asr", "no model")}))
+    assert first["error"] == "asr: no model"
+
+
+def test_llm_fails_before_its_first_token(default_config):
+    first, orch, stages, _ = two_turns(default_config, llm=FakeLLM(fail={1: (0, BOOM)}))
+    assert first["status"] == "error" and first["error"] == "llm: RuntimeError: boom"
+    assert first["user"] == "hello 1" and first["assistant"] == ""
+    # the unanswered question is carried into the next user message, once
+    assert stages.llm.requests[-1].messages[-1].content == "hello 1 hello 2"
+
+
+def test_llm_fails_mid_reply(default_config):
+    first, orch, _, sink = two_turns(default_config, llm=FakeLLM(fail={1: (5, BOOM)}))
+    assert first["status"] == "error" and first["error"] == "llm: RuntimeError: boom"
+    assert first["assistant"] == "Sure thing."  # what was spoken is kept
+    assert orch.history[1].content == "Sure thing." and orch.history[1].interrupted
+
+
+def test_stop_async_iteration_in_a_stage_is_an_error_not_the_end_of_the_reply(default_config):
+    first, *_ = two_turns(default_config, llm=FakeLLM(fail={1: (5, StopAsyncIteration())}))
+    assert first["status"] == "error" and first["error"].startswith("llm: ")
+
+
+def test_tts_fails_mid_reply(default_config):
+    first, orch, _, _ = two_turns(default_config, tts=FakeTTS(fail={(1, 1): BOOM}))
+    assert first["status"] == "error" and first["error"] == "tts: RuntimeError: boom"
+    assert first["assistant"] == "Sure thing."
+
+
+class FailingSink(FileSink):
+    """The output fails while the given turn plays its given chunk."""
+
+    def __init__(self, turn_id, index):
+        super().__init__(16000)
+        self.at = (turn_id, index)
+
+    async def play(self, chunk):
+        if (chunk.turn_id, chunk.sentence_index) == self.at:
+            raise OSError("device unplugged")
+        return await super().play(chunk)
+
+
+def test_output_fails_during_playback(default_config):
+    first, orch, _, _ = two_turns(default_config, sink=FailingSink(1, 1))
+    assert first["status"] == "error" and first["error"] == "output: OSError: device unplugged"
+    assert first["assistant"] == "Sure thing."
+
+
+def test_asr_fails_during_barge_in_clean_up(default_config):
+    # turn 1 is cut before its transcript; transcribing it then fails: turn 1 is an
+    # error, turn 2 is answered
+    asr = FakeASR(delay=0.5, fail={})
+    original = asr.recognize
+
+    async def recognize(ended):
+        if ended.turn_id == 1 and len(asr.calls) >= 1:
+            asr.calls.append((clock.now(), 1))
+            raise BOOM
+        return await original(ended)
+    asr.recognize = recognize
+    orch, _, _, log = session(default_config, [(1.0, 2.0), (2.4, 3.0)], 9.0, asr=asr,
+                              speculative=False)
+    first, second = log.transcript
+    assert first["status"] == "error" and first["error"] == "asr: RuntimeError: boom"
+    assert second["status"] == "answered"
+    assert alternate(orch.history)
+
+
+def test_a_hung_stage_times_out_and_the_session_goes_on(default_config):
+    first, *_ = two_turns(default_config, asr=FakeASR(hang={1}), turn_timeout_s=2.0)
+    assert first["status"] == "error"
+    assert first["error"] == "turn exceeded pipeline.turn_timeout_s=2"
+
+
+def test_a_failing_chat_template_is_an_error_of_the_turn(default_config):
+    class BadTemplate(FakeLLM):
+        def count_tokens(self, messages):
+            if any(m.content == "hello 1" for m in messages):
+                raise ValueError("roles must alternate")
+            return super().count_tokens(messages)
+    first, *_ = two_turns(default_config, llm=BadTemplate())
+    assert first["status"] == "error"
+    assert first["error"] == "llm: building the prompt: ValueError: roles must alternate"
+
+
+def test_prefill_ahead_uses_the_prompt_of_the_users_language(default_config):
+    class Prefilling(FakeLLM):
+        def __init__(self):
+            super().__init__()
+            self.prefixes = []
+
+        def prefill(self, prefix):
+            self.prefixes.append(prefix)
+            return 0
+
+    class French(FakeASR):
+        async def recognize(self, ended):
+            t = await super().recognize(ended)
+            return type(t)(t.turn_id, t.t, text=t.text, language="fr")
+
+    llm = Prefilling()
+    session(default_config, [(1.0, 2.0), (9.0, 10.0)], 16.0, asr=French(), llm=llm)
+    second_prompt = llm.requests[1].messages
+    assert "reply in French" in second_prompt[0].content
+    # every prefill after turn 1 primed the same system prompt the next turn used
+    assert llm.prefixes and all(p[0] == second_prompt[0] for p in llm.prefixes)
+    assert llm.prefixes[-1][:3] == second_prompt[:3]

@@ -1,0 +1,120 @@
+"""The reply chain: LLM tokens -> sentence splitter -> TTS, each stage running
+ahead of the next.
+
+With ``pipeline.run_ahead`` on, the LLM (with the splitter) and the TTS each run in
+a task of their own and hand their output over through a small bounded queue, as
+Pipecat's processors do: the LLM writes sentence k+1 while sentence k is being
+synthesized, and the TTS synthesizes sentence k+1 while sentence k plays (or while
+a speculative turn waits for its endpoint). Off, the chain is pull-only: each stage
+works only when the next one asks.
+
+Cancelling the consumer cancels every task of the chain and waits for them; an
+error in any stage reaches the consumer, named after its stage.
+"""
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import AsyncIterator, Callable, TypeVar
+
+from . import clock
+from .errors import CascadeError, StageError
+from .events import AudioChunk, LLMRequest, Sentence, TextDelta
+from .splitter import SentenceSplitter, split_stream
+
+T = TypeVar("T")
+_END = object()
+
+
+async def guard(stage: str, events: AsyncIterator[T],
+                on_first: Callable[[T], None] = lambda item: None) -> AsyncIterator[T]:
+    """Name the stage in any failure, and report the first item."""
+    first = True
+    try:
+        async with aclosing(events) as it:
+            async for item in it:
+                if first:
+                    on_first(item)
+                    first = False
+                yield item
+    except (asyncio.CancelledError, CascadeError):
+        raise
+    except Exception as err:  # a backend failure becomes a StageError naming the stage
+        raise StageError(stage, f"{type(err).__name__}: {err}") from err
+
+
+async def run_ahead(source: AsyncIterator[T], maxsize: int, name: str) -> AsyncIterator[T]:
+    """Drive ``source`` in a task of its own, up to ``maxsize`` items ahead of the
+    consumer. Its error, if any, is raised here; closing this stream cancels it."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize)
+
+    async def pump() -> None:
+        try:
+            async with aclosing(source) as it:
+                async for item in it:
+                    await queue.put((item, None))
+            await queue.put((_END, None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:  # handed to the consumer, raised there
+            await queue.put((_END, err))
+
+    task = asyncio.create_task(pump(), name=name)
+    try:
+        while True:
+            item, err = await queue.get()
+            if item is _END:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+async def whole_reply(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[Sentence]:
+    """Naive hand-off: the whole LLM reply as one chunk."""
+    parts, turn_id = [], None
+    async for d in deltas:
+        parts.append(d.text)
+        turn_id = d.turn_id
+    text = "".join(parts).strip()
+    if text:
+        yield Sentence(turn_id, clock.now(), text=text, index=0)
+
+
+async def _speak_all(tts, sentences: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
+    async with aclosing(sentences) as it:
+        async for sentence in it:
+            chunk = await tts.speak(sentence)
+            if chunk is not None:
+                yield chunk
+
+
+class ReplyChain:
+    def __init__(self, llm, tts, settings):
+        """``settings``: the ``pipeline:`` section (stream_tts, first_clause, run_ahead...)."""
+        self.llm, self.tts, self.settings = llm, tts, settings
+
+    def splitter(self) -> SentenceSplitter:
+        s = self.settings
+        return SentenceSplitter(s.first_clause, s.min_clause_words,
+                                s.max_first_words if s.first_clause else None)
+
+    def audio(self, request: LLMRequest, mark: Callable[[str, float], None]
+              ) -> AsyncIterator[AudioChunk]:
+        """The reply's audio, chunk by chunk; ``mark(phase, t)`` stamps the first token,
+        the first sentence and the first audio."""
+        deltas = guard("llm", self.llm.generate(request),
+                       lambda d: mark("llm_first_token", d.t))
+        s = self.settings
+        chunks = split_stream(deltas, self.splitter()) if s.stream_tts else whole_reply(deltas)
+        sentences = guard("splitter", chunks, lambda c: mark("first_sentence", c.t))
+        if s.run_ahead:
+            sentences = run_ahead(sentences, s.sentences_ahead, f"llm-{request.turn_id}")
+        audio = guard("tts", _speak_all(self.tts, sentences),
+                      lambda c: mark("tts_first_audio", c.t))
+        if s.run_ahead:
+            audio = run_ahead(audio, s.chunks_ahead, f"tts-{request.turn_id}")
+        return audio
