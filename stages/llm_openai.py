@@ -1,10 +1,12 @@
 """Language model behind any OpenAI-compatible server (vLLM's `vllm serve`,
 llama.cpp's server, Ollama), streamed token by token over HTTP (SSE).
 
-A connection that fails, or a server that stays silent past the first-token
-timeout, is retried, but only before the first token: after that, part of the
-reply has been spoken and a retry would repeat it, so the turn ends with an
-error and the session goes on. Cancelling the turn (barge-in) closes the HTTP
+A failure before the first token is retried: no connection, a server that stays
+silent past the first-token timeout, an overloaded or restarting server (HTTP 429,
+500, 502, 503, 504), a malformed stream, a stream closed without its [DONE]. After
+the first token, part of the reply has been spoken and a retry would repeat it, so
+the turn ends with an error and the session goes on. Any other HTTP status (a wrong
+URL, model or key) is not retried. Cancelling the turn (barge-in) closes the HTTP
 stream at once. Prompt truncation counts tokens approximately here (the server's
 tokenizer is not local): about ``chars_per_token`` characters per token.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from contextlib import aclosing
 from typing import AsyncIterator, Optional, Sequence
 
 from pydantic import Field, field_validator
@@ -21,15 +24,24 @@ from pipeline import clock
 from pipeline.errors import MissingDependencyError, StageError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.registry import register
-from stages.base import Stage
+from stages.base import LLMStage
 from stages.llm_settings import GenerationSettings, as_dicts
+
+RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})  # busy or restarting: try again
+STATUS_HINTS = {401: "check llm.api_key_env", 403: "check llm.api_key_env",
+                404: "check llm.base_url and llm.model"}
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed in a way another attempt may fix; the message names the culprit."""
 
 
 class OpenAIConfig(GenerationSettings):
     base_url: str = Field(..., description="Server URL up to /v1, e.g. http://127.0.0.1:8000/v1.")
     model: str = Field(..., description="Model name the server serves.")
-    api_key_env: Optional[str] = Field("OPENAI_API_KEY", description="Environment variable "
-                                       "holding the API key (never the key itself); null = none.")
+    api_key_env: Optional[str] = Field(None, description="Environment variable holding the "
+                                       "API key (never the key itself), e.g. OPENAI_API_KEY; "
+                                       "null = no key is sent.")
     connect_timeout_s: float = Field(2.0, gt=0, description="Time to connect to the server.")
     first_token_timeout_s: float = Field(10.0, gt=0, description="Time from the request to "
                                          "the first token before the attempt is abandoned.")
@@ -46,9 +58,7 @@ class OpenAIConfig(GenerationSettings):
 
 
 @register("llm", "openai", OpenAIConfig, "any OpenAI-compatible server (vLLM, llama.cpp, Ollama)")
-class OpenAILLM(Stage[LLMRequest, TextDelta]):
-    kind = "llm"
-
+class OpenAILLM(LLMStage):
     def __init__(self, config: OpenAIConfig):
         super().__init__(config)
         self._client = None
@@ -90,13 +100,14 @@ class OpenAILLM(Stage[LLMRequest, TextDelta]):
 
     async def warmup(self) -> None:
         msgs = (ChatMessage("system", self.config.system_prompt), ChatMessage("user", "Hello."))
-        async for _ in self._stream(msgs, max_tokens=1):
-            break
+        async with aclosing(self._stream(msgs, max_tokens=1)) as texts:
+            async for _ in texts:
+                break
 
-    async def process(self, events: AsyncIterator[LLMRequest]) -> AsyncIterator[TextDelta]:
-        async for req in events:
-            async for text in self._stream(req.messages):
-                yield TextDelta(req.turn_id, clock.now(), text=text)
+    async def generate(self, request: LLMRequest) -> AsyncIterator[TextDelta]:
+        async with aclosing(self._stream(request.messages)) as texts:  # closes the HTTP stream
+            async for text in texts:
+                yield TextDelta(request.turn_id, clock.now(), text=text)
 
     async def _stream(self, messages: Sequence[ChatMessage],
                       max_tokens: Optional[int] = None) -> AsyncIterator[str]:
@@ -107,43 +118,77 @@ class OpenAILLM(Stage[LLMRequest, TextDelta]):
                    "top_p": cfg.top_p, "max_tokens": max_tokens or cfg.max_tokens,
                    "messages": as_dicts(messages)}
         url = f"{cfg.base_url}/chat/completions"
-        # The read timeout bounds the wait for the first token (and any later stall).
+        # The deadline bounds the whole wait for the first token (connecting, headers,
+        # keep-alive comments, chunks without text); the read timeout bounds later stalls.
         timeout = httpx.Timeout(cfg.first_token_timeout_s, connect=cfg.connect_timeout_s)
         for attempt in range(cfg.retries + 1):
             started = False
             try:
-                async with self._client.stream("POST", url, json=payload, timeout=timeout,
-                                               headers=self._headers()) as resp:
-                    if resp.status_code != 200:
-                        body = (await resp.aread()).decode("utf-8", "replace")[:300]
-                        raise StageError("llm", f"{url} answered HTTP {resp.status_code}: {body}")
-                    async for line in resp.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        choice = json.loads(data)["choices"][0]
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            started = True
-                            yield text
+                async with asyncio.timeout(cfg.first_token_timeout_s) as deadline:
+                    async with self._client.stream("POST", url, json=payload, timeout=timeout,
+                                                   headers=self._headers()) as resp:
+                        await _check_status(resp, url)
+                        async for line in resp.aiter_lines():
+                            if not line.startswith("data:"):
+                                continue
+                            data = line[5:].strip()
+                            if data == "[DONE]":
+                                return  # the reply is complete (it may be empty)
+                            text = _chunk_text(data, url)
+                            if text:
+                                if not started:
+                                    started = True
+                                    deadline.reschedule(None)
+                                yield text
+                        raise _AttemptFailed(f"{url} closed the stream without [DONE]")
+            except (_AttemptFailed, httpx.HTTPError, TimeoutError) as err:
+                if isinstance(err, (TimeoutError, httpx.ReadTimeout)):
+                    what = (f"{url}: no {'further ' if started else ''}token within "
+                            f"llm.first_token_timeout_s={cfg.first_token_timeout_s:g}")
+                elif isinstance(err, _AttemptFailed):
+                    what = str(err)
+                else:
+                    what = f"{url}: {type(err).__name__}: {err}"
                 if started:
-                    raise StageError("llm", "the server closed the stream mid-reply (no [DONE])")
-                return  # an empty reply
-            except StageError:
-                raise
-            except (httpx.HTTPError, json.JSONDecodeError) as err:
-                what = (f"no token within llm.first_token_timeout_s={cfg.first_token_timeout_s:g}"
-                        if isinstance(err, httpx.ReadTimeout) else f"{type(err).__name__}: {err}")
-                if started:
-                    raise StageError("llm", f"the server failed mid-reply ({what})") from None
+                    raise StageError("llm", f"{what} (mid-reply)") from None
                 if attempt == cfg.retries:
-                    raise StageError("llm", f"{cfg.base_url}: {what} (after {attempt + 1} "
-                                     "attempt(s))") from None
+                    tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
+                    raise StageError("llm", f"{what} (after {tries})") from None
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
         await super().aclose()
+
+
+async def _check_status(resp, url: str) -> None:
+    """Not 200: a StageError, or an _AttemptFailed where another attempt may help."""
+    if resp.status_code == 200:
+        return
+    body = (await resp.aread()).decode("utf-8", "replace")[:300]
+    what = f"{url} answered HTTP {resp.status_code}: {body}"
+    if resp.status_code in RETRIED_STATUS:
+        raise _AttemptFailed(what)
+    hint = STATUS_HINTS.get(resp.status_code)
+    raise StageError("llm", f"{what} ({hint})" if hint else what)
+
+
+def _chunk_text(data: str, url: str) -> Optional[str]:
+    """The text in one streamed chunk. A chunk with empty ``choices`` (the usage chunk
+    of vLLM and OpenAI) has none; anything not shaped like a chunk is an error."""
+    def malformed(why: str) -> _AttemptFailed:
+        return _AttemptFailed(f"malformed stream from {url}: {why}: {data[:120]!r}")
+
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise malformed("not JSON") from None
+    try:
+        choices = chunk["choices"]
+        text = (choices[0].get("delta") or {}).get("content") if choices != [] else None
+    except (TypeError, LookupError, AttributeError):
+        raise malformed("not a chat completion chunk") from None
+    if text is not None and not isinstance(text, str):
+        raise malformed("the content is not text")
+    return text

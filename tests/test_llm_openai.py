@@ -1,5 +1,6 @@
 """The `openai` backend against a real OpenAI-compatible server."""
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from pipeline.session_log import SessionLog
 from pipeline.sinks import FileSink
 from stages.llm_openai import OpenAIConfig, OpenAILLM
 from tests.conftest import aiter_of, collect, run
+from tests.fault_server import MODEL as FAULT_MODEL
+from tests.fault_server import SLOW_TOKENS, FaultServer
 from tests.fakes import FakeASR, FakeTTS, ScriptedVAD, run_session
 from tests.llama_server import ALIAS, LlamaServer, free_port
 
@@ -27,7 +30,7 @@ def server():
 
 
 def stage(base_url, **kw):
-    return OpenAILLM(OpenAIConfig(base_url=base_url, model=ALIAS, api_key_env=None, **kw))
+    return OpenAILLM(OpenAIConfig(base_url=base_url, model=ALIAS, **kw))
 
 
 def test_streams_a_reply_token_by_token(server):
@@ -50,9 +53,14 @@ def test_no_server_is_a_clear_error():
         run(stage(f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.5).start())
 
 
-def test_cancellation_closes_the_stream_at_once(server):
+def test_cancellation_closes_the_stream_at_once():
+    """A barge-in cancels the turn's task: the server sees the client hang up at
+    once, long before its (slow, 5 s) reply is over. Observed on the server side,
+    before the client is closed (closing it would end every connection anyway)."""
+    fault = FaultServer().start()
+
     async def main():
-        llm = stage(server.base_url, system_prompt=LONG, max_tokens=200)
+        llm = OpenAILLM(OpenAIConfig(base_url=fault.base_url, model=FAULT_MODEL))
         await llm.start()
         msgs = (ChatMessage("system", LONG), ChatMessage("user", "Tell me about the sea."))
         got = []
@@ -60,20 +68,28 @@ def test_cancellation_closes_the_stream_at_once(server):
         async def consume():
             async for d in llm.process(aiter_of([LLMRequest(1, 0.0, msgs)])):
                 got.append(d)
+        fault.script("slow")
         task = asyncio.create_task(consume())
-        while len(got) < 3:
-            await asyncio.sleep(0.005)
-        t0 = asyncio.get_running_loop().time()
+        async with asyncio.timeout(5.0):
+            while len(got) < 3:
+                await asyncio.sleep(0.005)
+        cancelled_at = time.monotonic()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        elapsed = asyncio.get_running_loop().time() - t0
-        n = len(got)
-        await asyncio.sleep(0.3)
+        elapsed = time.monotonic() - cancelled_at
+        [req] = fault.requests
+        while req.hung_up_at is None and time.monotonic() < cancelled_at + 2.0:
+            await asyncio.sleep(0.01)
         await llm.aclose()
-        return elapsed, n, len(got)
-    elapsed, n_at_cancel, n_later = run(main())
-    assert n_later == n_at_cancel  # nothing more arrived after cancellation
+        return cancelled_at, elapsed, req
+    try:
+        cancelled_at, elapsed, req = run(main())
+    finally:
+        fault.stop()
     assert elapsed < 0.5
+    assert req.hung_up_at is not None, "the HTTP stream stayed open after cancellation"
+    assert req.hung_up_at - cancelled_at < 0.5
+    assert req.tokens_sent < SLOW_TOKENS
 
 
 def test_server_killed_mid_reply_session_goes_on(default_config, tmp_path):

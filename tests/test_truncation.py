@@ -30,9 +30,14 @@ def test_oldest_whole_turns_dropped_first_and_system_kept():
     assert len(kept) % 2 == 0 and kept  # whole turns only
     assert kept[-1].content.startswith("answer number 5")  # the newest turns survive
     assert kept[0].role == "user"
-    # one more turn would not fit
-    more = build_prompt("be brief", h, "new question", words, budget=60 + 0)
-    assert more == msgs
+    # one more turn would not fit: it needs a budget above 60; one token short of that
+    # budget still gives the same prompt, and with that budget the turn is kept
+    n_kept = len(kept) // 2
+    one_more = (msgs[0], *h[-2 * (n_kept + 1):], msgs[-1])
+    needed = words(one_more)
+    assert needed > 60
+    assert build_prompt("be brief", h, "new question", words, budget=needed - 1) == msgs
+    assert build_prompt("be brief", h, "new question", words, budget=needed) == one_more
 
 
 def test_budget_without_history_room():
