@@ -80,6 +80,7 @@ class FaultServer:
         return self
 
     def start(self, timeout: float = 5.0) -> "FaultServer":
+        """Serve on a free port, or again on the same one after ``stop()``."""
         ready = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._serve(ready),),
                                         name="fault-server", daemon=True)
@@ -89,6 +90,7 @@ class FaultServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close the port and every open connection, mid-reply or not."""
         if self._loop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout)
@@ -96,7 +98,7 @@ class FaultServer:
     # ---- the server thread ----------------------------------------------------------
     async def _serve(self, ready: threading.Event) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = server.sockets[0].getsockname()[1]
         ready.set()
         async with server:

@@ -1,22 +1,22 @@
-"""The `openai` backend against a real OpenAI-compatible server."""
+"""The `openai` backend against real servers: llama.cpp's OpenAI-compatible server, and
+the scripted fault server (tests/fault_server.py) where the server's side must be
+observed (a closed connection) or controlled (a kill at a known point)."""
 import asyncio
 import time
 
 import numpy as np
 import pytest
 
-from pipeline import clock as clock_mod
-from pipeline.console import Console
+from pipeline.clock import Clock
 from pipeline.errors import StageError
 from pipeline.events import ChatMessage, LLMRequest
-from pipeline.orchestrator import Orchestrator, Stages
-from pipeline.session_log import SessionLog
-from pipeline.sinks import FileSink
+from pipeline.filemode import file_frames
+from pipeline.stages import Stages
 from stages.llm_openai import OpenAIConfig, OpenAILLM
 from tests.conftest import aiter_of, collect, run
 from tests.fault_server import MODEL as FAULT_MODEL
 from tests.fault_server import SLOW_TOKENS, FaultServer
-from tests.fakes import FakeASR, FakeTTS, ScriptedVAD, run_session
+from tests.fakes import FakeASR, FakeTTS, ScriptedVAD, fake_session
 from tests.llama_server import ALIAS, LlamaServer, free_port
 
 LONG = "You are a storyteller. Always answer with a long story of three sentences."
@@ -92,45 +92,48 @@ def test_cancellation_closes_the_stream_at_once():
     assert req.tokens_sent < SLOW_TOKENS
 
 
+def run_real_time(session, seconds: float, tail_s: float = 0.5) -> None:
+    """fakes.run_session on a real event loop (a fast clock that skips idle input): a
+    real HTTP client's timeouts would fire at once on the virtual-time loop."""
+    async def main():
+        async with session:
+            clk = Clock(fast=True)
+            await session.run(file_frames(np.zeros(int(seconds * 16000), np.float32), clk,
+                                          lambda: session.busy, tail_s=tail_s), clk)
+    run(main())
+
+
 def test_server_killed_mid_reply_session_goes_on(default_config, tmp_path):
-    """Turn 1: the server dies while it is streaming the reply -> that turn ends
-    with a clear error; the server comes back; turn 2 is answered; the
-    transcript keeps both."""
-    server = LlamaServer().start()
+    """Turn 1: the server goes down while it is streaming the reply -> that turn ends
+    with a clear error; the server comes back on the same port; turn 2 is answered;
+    the transcript keeps both. (The fault server's reply is slow, 5 s, so the kill
+    is mid-reply however fast the rest of the pipeline runs.)"""
+    fault = FaultServer().start().script("slow")
 
     class KillingTTS(FakeTTS):
-        async def process(self, events):
-            async for s in events:
-                if s.turn_id == 1 and s.index == 0:
-                    server.kill()  # mid-reply: the LLM is still writing
-                    self.texts.append((0, s.text))
-                    yield await self._chunk(s)
-                    await asyncio.to_thread(server.start)  # back for the next turn
-                else:
-                    self.texts.append((0, s.text))
-                    yield await self._chunk(s)
+        async def speak(self, s):
+            if s.turn_id == 1 and s.index == 0:
+                await asyncio.to_thread(fault.stop)  # mid-reply: the LLM is still writing
+                fault.script("ok")
+                await asyncio.to_thread(fault.start)  # back for the next turn
+            return await super().speak(s)
 
-        async def _chunk(self, s):
-            from pipeline.events import AudioChunk
-            n = int(len(s.text.split()) * 0.3 * 16000)
-            return AudioChunk(s.turn_id, clock_mod.now(), samples=np.full(n, 0.1, np.float32),
-                              sample_rate=16000, sentence_index=s.index, text=s.text)
-
-    config = default_config.replace(pipeline={"speculative": False})
-    llm = stage(server.base_url, system_prompt=LONG, max_tokens=120)
+    config = default_config.replace(pipeline={"speculative": False, "warmup": False})
+    llm = OpenAILLM(OpenAIConfig(base_url=fault.base_url, model=FAULT_MODEL))
     stages = Stages(vad=ScriptedVAD([(1.0, 2.0), (30.0, 31.0)]), asr=FakeASR(), llm=llm,
                     tts=KillingTTS())
-    log = SessionLog(tmp_path)
-    orch = Orchestrator(config, stages, FileSink(16000), log, Console(quiet=True))
+    session = fake_session(config, stages, tmp_path)
     try:
-        run_session(orch, 40.0)
+        run_real_time(session, 40.0)
     finally:
-        server.kill()
-    first, second = log.transcript
+        fault.stop()
+    first, second = session.log.transcript
     assert first["status"] == "error"
-    assert "llm:" in first["error"] and "mid-reply" in first["error"]
+    assert first["error"].startswith(f"llm: {fault.base_url}/chat/completions: ")
+    assert first["error"].endswith("(mid-reply)")
     assert first["assistant"]  # what was spoken before the failure is kept
     assert first["user"] == "hello 1"
     assert second["status"] == "answered" and second["assistant"]
+    assert [r.behaviour for r in fault.requests] == ["ok"]  # turn 2, after the restart
     lines = (tmp_path / "transcript.jsonl").read_text().splitlines()
     assert len(lines) == 2
