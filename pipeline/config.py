@@ -176,12 +176,27 @@ def parse_config(data: Any, source: str = "<dict>") -> CascadeConfig:
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
         sections[kind] = _validate(kind, backend.config_cls, raw, source)
+    pipeline = _validate("pipeline", PipelineSettings, data.get("pipeline"), source)
+    _check_context(sections["llm"], pipeline, source)
     return CascadeConfig(
-        pipeline=_validate("pipeline", PipelineSettings, data.get("pipeline"), source),
+        pipeline=pipeline,
         audio=_validate("audio", AudioSettings, data.get("audio"), source),
         source=source,
         **sections,
     )
+
+
+def _check_context(llm: Any, pipeline: PipelineSettings, source: str) -> None:
+    """The longest prompt plus the longest reply must fit in the LLM's context
+    window, where the backend has one (llama_cpp: llm.n_ctx)."""
+    n_ctx = getattr(llm, "n_ctx", None)
+    if n_ctx is None or not pipeline.truncate_prompt:
+        return
+    budget, reply = pipeline.history_token_budget, llm.max_tokens
+    if budget + reply > n_ctx:
+        raise ConfigError(f"{source}: pipeline.history_token_budget ({budget}) + llm.max_tokens "
+                          f"({reply}) = {budget + reply} tokens do not fit in llm.n_ctx "
+                          f"({n_ctx}); lower history_token_budget or max_tokens, or raise n_ctx")
 
 
 def load_config(path: Union[str, Path]) -> CascadeConfig:
@@ -195,4 +210,7 @@ def load_config(path: Union[str, Path]) -> CascadeConfig:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty; it needs the sections "
+                          f"{', '.join(registry.KINDS)} (see configs/default.yaml)")
     return parse_config(data, source=str(path))

@@ -20,7 +20,7 @@ from pipeline.models import (assemble_split_model, bundled_file, looks_like_path
                              user_path)
 from pipeline.registry import register
 from stages.base import Stage
-from stages.whisper_window import decode_window, token_limit
+from stages.whisper_window import decode_window, max_length, token_limit
 
 SAMPLE_RATE = 16000
 
@@ -147,8 +147,10 @@ class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
         that loops stops early and goes to the next temperature (unbounded, one noisy
         clip took 7 s with Whisper base on the CPU)."""
         cfg = self.config
-        extra = {"max_new_tokens": token_limit(min(len(audio), 30 * SAMPLE_RATE))} if bounded \
-            else {}
+        # faster-whisper passes max_length = prompt + max_new_tokens to CTranslate2,
+        # which stops at half of it: ask for max_length(limit) to get the limit
+        limit = token_limit(min(len(audio), 30 * SAMPLE_RATE))
+        extra = {"max_new_tokens": max_length(limit)} if bounded else {}
         segments, info = self._model.transcribe(
             audio, language=cfg.language, beam_size=cfg.beam_size, without_timestamps=True,
             condition_on_previous_text=False, vad_filter=False, **extra)

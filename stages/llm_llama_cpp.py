@@ -71,9 +71,13 @@ class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
             raise MissingDependencyError("llm.backend llama_cpp needs: "
                                          "pip install llama-cpp-python==0.3.36") from err
         cfg = self.config
-        self._llm = Llama(model_path=str(resolve_model(cfg.model)), n_ctx=cfg.n_ctx,
-                          n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads_batch,
-                          seed=cfg.seed, verbose=False)
+        path = resolve_model(cfg.model)
+        try:
+            self._llm = Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                              n_threads_batch=cfg.n_threads_batch, seed=cfg.seed, verbose=False)
+        except (ValueError, RuntimeError) as err:  # llama.cpp says only "failed to load"
+            raise ModelNotFoundError(f"llm.model: {path} could not be loaded by llama.cpp "
+                                     f"({err}): is it a GGUF chat model?") from None
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelNotFoundError(f"llm.model: {cfg.model!r} has no chat template in its "

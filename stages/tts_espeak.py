@@ -22,6 +22,8 @@ class EspeakConfig(Strict):
     words_per_minute: int = Field(175, ge=80, le=450, description="Speaking rate.")
     pitch: int = Field(50, ge=0, le=99, description="Pitch, 0-99.")
     executable: str = Field("espeak-ng", description="The espeak-ng program.")
+    timeout_s: float = Field(5.0, gt=0, description="Longest time one sentence's synthesis may "
+                             "take before it fails (espeak-ng takes milliseconds).")
 
 
 @register("tts", "espeak", EspeakConfig, "espeak-ng (formant synthesis; lightest, fastest)")
@@ -37,8 +39,15 @@ class EspeakTTS(SentenceTTS):
         import soundfile as sf
 
         cfg = self.config
-        res = subprocess.run([cfg.executable, "-v", cfg.voice, "-s", str(cfg.words_per_minute),
-                              "-p", str(cfg.pitch), "--stdout", text], capture_output=True)
+        # the text goes through stdin: as an argument, "-5 degrees" would be read as an option
+        try:
+            res = subprocess.run([cfg.executable, "-v", cfg.voice, "-s", str(cfg.words_per_minute),
+                                  "-p", str(cfg.pitch), "--stdout", "--stdin"],
+                                 input=text.encode("utf-8"), capture_output=True,
+                                 timeout=cfg.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise StageError("tts", f"espeak-ng timed out after {cfg.timeout_s:g} s "
+                             "(tts.timeout_s)") from None
         if res.returncode != 0 or not res.stdout:
             raise StageError("tts", f"espeak-ng failed: {res.stderr.decode(errors='replace')[:200]}")
         audio, rate = sf.read(io.BytesIO(res.stdout), dtype="float32")

@@ -86,8 +86,13 @@ class PiperTTS(SentenceTTS):
         # take the CPU from the LLM still writing the reply (measured: time to first
         # token 44 ms idle, 74 ms right after a synthesis with spinning)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(resolve_voice(cfg.voice)), sess_options=opts,
-                                               providers=["CPUExecutionProvider"])
+        path = resolve_voice(cfg.voice)
+        try:
+            session = onnxruntime.InferenceSession(str(path), sess_options=opts,
+                                                   providers=["CPUExecutionProvider"])
+        except Exception as err:  # ONNX Runtime raises its own error types
+            raise ModelNotFoundError(f"tts.voice: {path} could not be loaded by ONNX Runtime "
+                                     f"({err}): is it a Piper .onnx voice?") from None
         voice_config = VoiceConfig.from_dict(json.loads(cfg.config_path().read_text()))
         self._voice = PiperVoice(session=session, config=voice_config)
         self._syn = SynthesisConfig(speaker_id=cfg.speaker_id, length_scale=cfg.length_scale,

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from pipeline.config import Strict
+from pipeline.errors import ModelNotFoundError
 from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.models import bundled_file, user_path
 from pipeline.registry import register
@@ -84,8 +85,16 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self._session = onnxruntime.InferenceSession(
-            path, sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            self._session = onnxruntime.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # ONNX Runtime raises its own error types
+            raise ModelNotFoundError(f"vad.model: {path} could not be loaded by ONNX Runtime "
+                                     f"({err}): is it a Silero VAD .onnx model?") from None
+        inputs = sorted(i.name for i in self._session.get_inputs())
+        if inputs != ["c", "h", "input"]:
+            raise ModelNotFoundError(f"vad.model: {path} has the inputs {inputs}, not those of "
+                                     "Silero VAD (input, h, c)")
         self.reset()
 
     def reset(self) -> None:

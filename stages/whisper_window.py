@@ -38,8 +38,16 @@ def window_frames(n_samples: int, margin_s: float, floor_s: float) -> int:
 
 
 def token_limit(n_samples: int) -> int:
-    """Generous bound on tokens for this much speech (fast speech is ~4 tokens/s)."""
-    return min(448, int(12 + 6 * n_samples / SAMPLE_RATE))
+    """Generous bound on new tokens for this much speech (fast speech is ~4 tokens/s),
+    within Whisper's 224 new tokens per window (half its 448-token context)."""
+    return min(224, int(12 + 6 * n_samples / SAMPLE_RATE))
+
+
+def max_length(limit: int) -> int:
+    """CTranslate2's ``max_length`` for a Whisper decode of up to ``limit`` new tokens:
+    its Whisper generate() stops at min(max_length // 2, max_length - prompt + 1) new
+    tokens, Whisper's own rule (ctranslate2 4.8.5, src/models/whisper.cc)."""
+    return 2 * limit
 
 
 def guard(text: str, seconds: float, n_tokens: int, limit: int) -> Optional[str]:
@@ -89,7 +97,8 @@ def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s:
         np.ascontiguousarray(feats[None], dtype=np.float32)), to_cpu=False)
     limit = token_limit(len(audio))
     prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
-    res = model.model.generate(encoded, [prompt], beam_size=beam_size, max_length=limit,
+    res = model.model.generate(encoded, [prompt], beam_size=beam_size,
+                               max_length=max_length(limit),
                                suppress_blank=True, suppress_tokens=[-1],
                                return_scores=True, return_no_speech_prob=True)[0]
     ids = [i for i in res.sequences_ids[0] if i < tokenizer.eot]
@@ -97,6 +106,7 @@ def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s:
     if res.no_speech_prob > 0.6 and res.scores[0] < -1.0:
         return WindowResult("", None)
     seconds = len(audio) / SAMPLE_RATE
+    # sequences_ids holds the new tokens only (no prompt, no end of text)
     rejected = guard(text, seconds, len(res.sequences_ids[0]), limit)
     if rejected is not None:
         head = trim_repeat(text)

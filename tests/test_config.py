@@ -83,6 +83,30 @@ def test_top_level_not_a_mapping(tmp_path):
     assert "top level must be a mapping" in error_of(tmp_path, "- a\n- b\n")
 
 
+def test_history_budget_and_reply_must_fit_in_the_context_window(tmp_path):
+    text = BASE.replace("backend: llama_cpp", "backend: llama_cpp\n  n_ctx: 512\n  max_tokens: 64")
+    msg = error_of(tmp_path, text + "pipeline:\n  history_token_budget: 480\n")
+    assert ("pipeline.history_token_budget (480) + llm.max_tokens (64) = 544 tokens do not fit "
+            "in llm.n_ctx (512)") in msg
+    assert "lower history_token_budget or max_tokens, or raise n_ctx" in msg
+    assert load_config(write(tmp_path, text + "pipeline:\n  history_token_budget: 448\n"))
+    # without truncation the budget bounds nothing
+    assert load_config(write(tmp_path, text + "pipeline:\n  history_token_budget: 480\n"
+                                              "  truncate_prompt: false\n"))
+    # a backend without a context window of its own (a server) is not checked
+    server = BASE.replace("backend: llama_cpp", "backend: openai").replace(
+        "model: smollm2-135m-instruct", "model: any\n  base_url: http://127.0.0.1:8000/v1")
+    assert load_config(write(tmp_path, server + "pipeline:\n  history_token_budget: 100000\n"))
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here yet\n\n# still nothing\n"])
+def test_empty_config_file(tmp_path, text):
+    path = write(tmp_path, text)
+    msg = error_of(tmp_path, text)
+    assert msg.startswith(f"{path}: the config file is empty; it needs the sections "
+                          "vad, asr, llm, tts"), msg
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.yaml")

@@ -92,8 +92,7 @@ def test_input_of_any_rate_and_stereo_is_accepted(tmp_path, corpus):
 def test_bad_audio_input_names_the_file(tmp_path):
     p = tmp_path / "four.wav"
     sf.write(p, np.zeros((1600, 4), np.float32), 16000)
-    with pytest.raises(AudioInputError, match="4 channels"):
-        read_wav(p)
+    assert len(read_wav(p)) == 1600  # channels are averaged (tests/test_bad_input.py)
     junk = tmp_path / "junk.wav"
     junk.write_text("not audio")
     with pytest.raises(AudioInputError, match="junk.wav: not a readable audio file"):

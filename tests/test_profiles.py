@@ -4,6 +4,7 @@ answers at its URL."""
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from eval.wer import wer
 from pipeline.audio import read_wav, resample, write_wav
 from pipeline.config import load_config
+from pipeline.errors import StageError
 from pipeline.events import Sentence, SpeechEnded
 from pipeline.languages import system_prompt
 from tests.conftest import ROOT, aiter_of, collect, rms, run
@@ -68,6 +70,31 @@ def test_espeak_round_trip(default_config, asr):
     assert rms(chunk.samples) > 0.01
     heard, _ = asr.transcribe(resample(chunk.samples, chunk.sample_rate, 16000))
     assert wer([text], [heard]) <= 0.35, heard
+
+
+def test_espeak_speaks_text_that_looks_like_an_option(asr):
+    """As an argument, "-5 degrees" was an unknown option (an error) and "--help"
+    gave the help text instead of a WAV; the text goes through stdin now."""
+    from stages.tts_espeak import EspeakConfig, EspeakTTS
+    tts = EspeakTTS(EspeakConfig())
+    run(tts.start())
+    audio = tts.synthesize("-5 degrees outside today.")
+    heard, _ = asr.transcribe(resample(audio, tts.sample_rate, 16000))
+    assert wer(["minus 5 degrees outside today"], [heard]) <= 0.25, heard
+    assert rms(tts.synthesize("--help")) > 0.01
+
+
+def test_espeak_that_hangs_times_out_with_a_clear_error(tmp_path):
+    from stages.tts_espeak import EspeakConfig, EspeakTTS
+    hung = tmp_path / "espeak-ng"
+    hung.write_text("#!/bin/sh\nexec sleep 60\n")
+    hung.chmod(0o755)
+    tts = EspeakTTS(EspeakConfig(executable=str(hung), timeout_s=0.5))
+    run(tts.start())
+    t0 = time.perf_counter()
+    with pytest.raises(StageError, match=r"tts: espeak-ng timed out after 0.5 s \(tts.timeout_s\)"):
+        run(collect(tts.process(aiter_of([Sentence(1, 0.0, "Hello there.", 0)]))))
+    assert time.perf_counter() - t0 < 5
 
 
 def test_multilingual_base_detects_language_and_transcribes(corpus):

@@ -1,4 +1,5 @@
 """The short-window guard (stages/whisper_window.py): what it rejects, what it repairs."""
+from eval.wer import wer
 from stages.whisper_window import guard, trim_repeat, token_limit
 
 
@@ -33,3 +34,44 @@ def test_other_repetitions_are_not_repaired():
     # a one-word sentence said twice is left alone, and the guard lets it through
     assert trim_repeat("Stop. Stop.") is None
     assert guard("Stop. Stop.", 1.0, 4, 20) is None
+
+
+def clip_of(corpus, cid):
+    from pipeline.audio import read_wav
+    clip = next(c for c in corpus if c.id == cid)
+    return clip, read_wav(clip.path)
+
+
+def test_the_token_limit_counts_new_tokens_and_its_guard_fires(asr, corpus, monkeypatch):
+    """CTranslate2 stops a Whisper decode at half its max_length: asked for
+    max_length=limit, the decode stopped at limit/2 tokens and the guard never fired."""
+    from stages import whisper_window
+    from stages.whisper_window import decode_window
+
+    clip, audio = clip_of(corpus, "jfk_inaugural-1961")  # 23 tokens
+    cfg = asr.config
+    monkeypatch.setattr(whisper_window, "token_limit", lambda n: 6)
+    res = decode_window(asr._model, asr._tokenizer, audio, cfg.window_margin_s,
+                        cfg.window_floor_s, cfg.beam_size)
+    assert res.rejected == "hit token limit"
+    assert len(asr._tokenizer.encode(" " + res.text)) == 6, res.text  # And so my fellow Americans ask
+
+    before = dict(asr.stats)
+    text, _ = asr.transcribe(audio)  # the guard rejects the short window: the padded decode
+    assert asr.stats["fallback"] == before["fallback"] + 1
+    assert asr.stats["short"] == before["short"]
+    assert wer([clip.text], [text]) < 0.1, text  # the whole sentence, not its first 6 tokens
+
+
+def test_both_decodes_get_their_whole_token_limit(asr, corpus):
+    """11.7 s of speech, 42 tokens, limit 81: asked for at most 81 tokens, the short
+    window stopped at 40 ("... painful to") and the guard let it through; the padded
+    decode stopped at 41, cutting the final full stop."""
+    _, audio = clip_of(corpus, "librispeech_2412-153948-0000")
+    before = dict(asr.stats)
+    text, _ = asr.transcribe(audio)
+    assert asr.stats["short"] == before["short"] + 1
+    assert text.endswith("painful to myself."), text
+    bounded, _ = asr.transcribe_padded(audio)
+    unbounded, _ = asr.transcribe_padded(audio, bounded=False)
+    assert bounded == unbounded and bounded.endswith("painful to myself."), bounded
