@@ -9,11 +9,19 @@ TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: install system-deps run test report check llama-serve vllm-serve clean
 
+# llama.cpp is compiled here (no wheel on PyPI). Not for this CPU only (-march=native):
+# a portable AVX2 build runs on any x86-64 CPU of the last decade, and native builds
+# crashed (SIGILL in AMX tile loads) on a Xeon whose VM does not enable AMX. Built
+# without pip's wheel cache, so a build made with other flags is never reused.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 # Runtime: what `make run` needs.
 $(STAMP): requirements.txt
 	$(MAKE) system-deps PKGS="$(SYSTEM_PKGS)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --no-cache-dir --no-deps \
+	  $$(grep -E '^llama_cpp_python==' requirements.txt | cut -d' ' -f1)
 	$(PY) -m pip install -r requirements.txt
 	touch $@
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import random
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +32,7 @@ import numpy as np
 import yaml
 
 from eval.corpus import load_manifest
+from eval.cpu_quota import CpuQuota
 from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
@@ -114,10 +117,18 @@ def match_turns(user_turns: list[UserTurn], records: list[dict[str, Any]],
     return matched, {"premature_endpoints": premature, "missed_turns": missed}
 
 
-async def run_conversation(config: CascadeConfig, clips, seed: int, progress=None
-                           ) -> dict[str, Any]:
+async def run_conversation(config: CascadeConfig, clips, seed: int, progress=None,
+                           llm_cpu: Optional[float] = None) -> dict[str, Any]:
     session = Session(config, lambda stages: FileSink(rate=stages.tts.sample_rate),
                       console=Console(quiet=True))
+    with contextlib.ExitStack() as stack:
+        if llm_cpu is not None:  # the LLM's thread, and the threads it starts, slowed down
+            quota = stack.enter_context(CpuQuota(llm_cpu, "cascade-llm"))
+            quota.add_thread(await session.stages.llm.worker.call(threading.get_native_id))
+        return await _converse(session, clips, seed, progress)
+
+
+async def _converse(session: Session, clips, seed: int, progress) -> dict[str, Any]:
     t_load = time.perf_counter()
     async with session:
         ready_s = time.perf_counter() - t_load
@@ -230,7 +241,11 @@ def plot(turns: list[dict[str, Any]], out: Path) -> None:
 
 
 def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
-           out: Path = OUT) -> dict[str, Any]:
+           out: Path = OUT, llm_cpu: Optional[float] = None,
+           switches: Optional[list[str]] = None) -> dict[str, Any]:
+    """``switches``: ablate only the switches whose name contains one of these words
+    (the naive cascade is then left out); ``llm_cpu``: the LLM gets this fraction of
+    one core (see :mod:`eval.cpu_quota`)."""
     from tqdm import tqdm
 
     base = load_config(config_path)
@@ -239,19 +254,23 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
     not_applicable = []
     if ablation:
         for name, over in SWITCHES.items():
+            if switches and not any(w in name for w in switches):
+                continue
             if applicable(base, over):
                 variants.append((f"without {name}", applicable(base, over), ablation_turns))
             else:
                 not_applicable.append(name)
         # the speed-up target is judged on every turn of the conversation, like V2V itself
-        variants.append(("naive cascade", naive_overrides(base), turns))
+        if not switches:
+            variants.append(("naive cascade", naive_overrides(base), turns))
     total = sum(n for _, _, n in variants)
     results: dict[str, Any] = {}
     t_start = time.perf_counter()
     with tqdm(total=total, unit="turn", desc="report", dynamic_ncols=True) as bar:
         for name, over, n in variants:
             bar.set_postfix_str(name)
-            results[name] = asyncio.run(run_conversation(apply(base, over), clips[:n], seed, bar))
+            results[name] = asyncio.run(run_conversation(apply(base, over), clips[:n], seed, bar,
+                                                         llm_cpu))
     elapsed = time.perf_counter() - t_start
 
     full = results["full pipeline"]
@@ -259,6 +278,7 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "config": config_path,
+        "llm_cpu_fraction": llm_cpu,
         "v2v_ms": summarize(full_turns),
         "turns": len(full_turns),
         "under_500ms_share": under_share(full_turns),
@@ -298,7 +318,8 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
         summary["ablation_reference"] = {"v2v_ms": summarize(full_turns[:n_ref]), "turns": n_ref}
         summary["ablation"] = rows
         summary["ablation_not_applicable"] = not_applicable
-        naive = rows["naive cascade"]
+    naive = summary.get("ablation", {}).get("naive cascade")
+    if naive is not None:
         summary["naive_v2v_ms"] = {"p50": naive["v2v_ms"]["p50"], "p90": naive["v2v_ms"]["p90"],
                                    "turns": naive["turns"]}
         summary["speedup_vs_naive_p50"] = naive["ratio_p50"]
@@ -330,7 +351,9 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         "# Cascade latency report", "",
         f"Config: `{summary['config']}`; {summary['turns']} user turns replayed in real time; "
         f"V2V p50 **{_ms(v['p50'])} ms**, p90 {_ms(v['p90'])} ms, max {_ms(v['max'])} ms; "
-        f"{summary['under_500ms_share'] * 100:.0f}% of turns under 500 ms.", "",
+        f"{summary['under_500ms_share'] * 100:.0f}% of turns under 500 ms."
+        + (f" The LLM had {summary['llm_cpu_fraction']:g} of one core (a slower LLM)."
+           if summary["llm_cpu_fraction"] else ""), "",
         "V2V runs from the true end of the user's speech (measured from the clip's audio) to "
         "the first reply sample reaching the output; each phase row is that stage's own "
         "duration (the ASR from when it got the audio, which is at the first pause when the "
@@ -356,10 +379,11 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
     ]
     if summary.get("ablation"):
         ref = summary["ablation_reference"]
-        naive = summary["ablation"]["naive cascade"]
+        naive = summary["ablation"].get("naive cascade")
         lines += ["", "## Ablation", "",
-                  f"Each switch off in turn, same conversation (its first {ref['turns']} turns; "
-                  f"the naive cascade: all {naive['turns']}), same run. Ratio = variant V2V p50 / "
+                  f"Each switch off in turn, same conversation (its first {ref['turns']} turns"
+                  + (f"; the naive cascade: all {naive['turns']}" if naive else "")
+                  + "), same run. Ratio = variant V2V p50 / "
                   "full pipeline V2V p50 on the same turns (shown as 'full p50').", "",
                   "| variant | turns | V2V p50 ms | V2V p90 ms | first turn ms | full p50 ms "
                   "| ratio p50 | sentence gap p90 ms |",
@@ -375,8 +399,9 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                          f"{_ms(row['full_pipeline_v2v_ms']['p50'])} | "
                          f"{'—' if r is None else f'{r:.2f}'} | "
                          f"{_ms(row['sentence_gap_ms']['p90'])} |")
-        lines += ["", f"Speed-up over the naive cascade at p50 ({naive['turns']} turns): "
-                      f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
+        if naive:
+            lines += ["", f"Speed-up over the naive cascade at p50 ({naive['turns']} turns): "
+                          f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
         if summary["ablation_not_applicable"]:
             lines += ["", "Not applicable to this profile (no such key): "
                       + ", ".join(summary["ablation_not_applicable"]) + "."]
@@ -399,9 +424,15 @@ def main() -> None:
     ap.add_argument("--ablation-turns", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--switches", nargs="+", metavar="WORD",
+                    help="ablate only the switches whose name contains one of these words "
+                    "(e.g. ahead); the naive cascade is then left out")
+    ap.add_argument("--llm-cpu", type=float, metavar="FRACTION",
+                    help="give the LLM only this fraction of one core (cgroup v1 CPU quota on "
+                    "its thread): a slower LLM, e.g. to measure the gap between sentences")
     args = ap.parse_args()
     summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
-                     args.out)
+                     args.out, llm_cpu=args.llm_cpu, switches=args.switches)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
 

@@ -46,6 +46,15 @@ class PipelineSettings(Strict):
     stream_tts: bool = Field(
         True, description="Start TTS at the first finished sentence while the LLM is still "
         "writing (off: wait for the whole reply, then synthesize it).")
+    run_ahead: bool = Field(
+        True, description="Each stage of the reply runs in its own task, ahead of the next: "
+        "the LLM writes the next sentence while the TTS synthesizes this one, and the TTS "
+        "synthesizes the next while this one plays (off: a stage works only when the next "
+        "asks).")
+    sentences_ahead: int = Field(
+        4, ge=1, description="run_ahead: most finished sentences the LLM may be ahead of the TTS.")
+    chunks_ahead: int = Field(
+        2, ge=1, description="run_ahead: most synthesized chunks the TTS may be ahead of playback.")
     first_clause: bool = Field(
         True, description="The first chunk of a reply may end at a clause (comma, dash, "
         "colon, semicolon) so that speech starts sooner; later chunks are whole sentences.")

@@ -63,8 +63,9 @@ class Orchestrator:
     # ---- life cycle -------------------------------------------------------------
     async def start(self) -> None:
         t0 = time.perf_counter()
+        backends = self.config.to_dict()
         self.observers.notice("loading models: " + ", ".join(
-            f"{s.kind}={type(getattr(self.config, s.kind)).__name__}" for s in self.stages.all()))
+            f"{s.kind}={backends[s.kind]['backend']}" for s in self.stages.all()))
         await asyncio.gather(*(s.start() for s in self.stages.all()))
         if self.config.pipeline.warmup:
             for s in self.stages.all():

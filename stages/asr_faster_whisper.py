@@ -7,7 +7,7 @@ are refused: nothing is fetched at run time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import AsyncIterator, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -19,7 +19,7 @@ from pipeline.events import SpeechEnded, Transcript
 from pipeline.models import (assemble_split_model, bundled_file, looks_like_path, model_cache,
                              user_path)
 from pipeline.registry import register
-from stages.base import Stage
+from stages.base import ASRStage
 from stages.whisper_window import decode_window, max_length, token_limit
 
 SAMPLE_RATE = 16000
@@ -94,9 +94,7 @@ class FasterWhisperConfig(Strict):
 
 
 @register("asr", "faster_whisper", FasterWhisperConfig, "Whisper via faster-whisper (CTranslate2)")
-class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
-    kind = "asr"
-
+class FasterWhisperASR(ASRStage):
     def __init__(self, config: FasterWhisperConfig):
         super().__init__(config)
         self._model = None
@@ -160,7 +158,6 @@ class FasterWhisperASR(Stage[SpeechEnded, Transcript]):
     async def warmup(self) -> None:
         await self.worker.call(self.transcribe, np.zeros(SAMPLE_RATE, np.float32))
 
-    async def process(self, events: AsyncIterator[SpeechEnded]) -> AsyncIterator[Transcript]:
-        async for ev in events:
-            text, language = await self.worker.call(self.transcribe, ev.audio)
-            yield Transcript(ev.turn_id, clock.now(), text=text, language=language)
+    async def recognize(self, ended: SpeechEnded) -> Transcript:
+        text, language = await self.worker.call(self.transcribe, ended.audio)
+        return Transcript(ended.turn_id, clock.now(), text=text, language=language)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import time
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Generic, Optional, TypeVar
 
 if TYPE_CHECKING:
@@ -82,8 +83,9 @@ class LLMStage(Stage[LLMRequest, TextDelta]):
 
     async def process(self, events: AsyncIterator[LLMRequest]) -> AsyncIterator[TextDelta]:
         async for request in events:
-            async for delta in self.generate(request):
-                yield delta
+            async with aclosing(self.generate(request)) as deltas:
+                async for delta in deltas:
+                    yield delta
 
 
 class SentenceTTS(Stage[Sentence, AudioChunk]):

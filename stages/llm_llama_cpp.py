@@ -19,7 +19,7 @@ from pipeline.errors import MissingDependencyError, ModelNotFoundError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.models import bundled_or_path
 from pipeline.registry import register
-from stages.base import Stage
+from stages.base import LLMStage
 from stages.llm_settings import GenerationSettings, as_dicts
 
 BUNDLED = {
@@ -55,9 +55,7 @@ class LlamaCppConfig(GenerationSettings):
 
 
 @register("llm", "llama_cpp", LlamaCppConfig, "llama.cpp in process (llama-cpp-python), any GGUF")
-class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
-    kind = "llm"
-
+class LlamaCppLLM(LLMStage):
     def __init__(self, config: LlamaCppConfig):
         super().__init__(config)
         self._llm = None
@@ -138,7 +136,6 @@ class LlamaCppLLM(Stage[LLMRequest, TextDelta]):
         async for _ in self.worker.iterate(lambda: self._stream(msgs)):
             break
 
-    async def process(self, events: AsyncIterator[LLMRequest]) -> AsyncIterator[TextDelta]:
-        async for req in events:
-            async for text in self.worker.iterate(lambda: self._stream(req.messages)):
-                yield TextDelta(req.turn_id, clock.now(), text=text)
+    async def generate(self, request: LLMRequest) -> AsyncIterator[TextDelta]:
+        async for text in self.worker.iterate(lambda: self._stream(request.messages)):
+            yield TextDelta(request.turn_id, clock.now(), text=text)

@@ -42,3 +42,35 @@ def test_missing_phase_is_left_out_not_zero():
     del t["tts_first_audio"]
     assert durations_ms(t)["TTS first audio"] is None
     assert phase_table([t])["TTS first audio"]["n"] == 0
+
+
+@pytest.mark.parametrize("profile", ["default", "fast", "server", "multilingual", "gpu-vllm"])
+def test_every_ablation_variant_is_a_valid_config_of_every_profile(profile):
+    """The ablation once crashed on the fast and server profiles, after minutes of runs:
+    a switch whose key the profile's backend lacks (espeak has no thread count, the
+    openai backend no KV cache) is left out, and every variant validates."""
+    from eval.report import SWITCHES, applicable, apply, naive_overrides
+    from pipeline.config import load_config
+    from tests.conftest import ROOT
+
+    base = load_config(ROOT / "configs" / f"{profile}.yaml")
+    variants = [applicable(base, over) for over in SWITCHES.values()]
+    for over in [*variants, naive_overrides(base)]:
+        config = apply(base, over)
+        for section, values in over.items():
+            assert all(config.to_dict()[section][k] == v for k, v in values.items())
+    skipped = [name for name, over in zip(SWITCHES, variants) if not over]
+    if profile == "server":
+        assert "KV-cache reuse" in skipped
+    if profile == "default":
+        assert skipped == []
+
+
+def test_sentence_gaps_share_of_replies_with_an_audible_gap():
+    from eval.report import sentence_gaps
+
+    turns = [{"sentence_gaps_ms": [0.0, 20.0]}, {"sentence_gaps_ms": [400.0]},
+             {"sentence_gaps_ms": []}, {}]
+    g = sentence_gaps(turns)
+    assert g["multi_chunk_replies"] == 2 and g["gapped_reply_share"] == 0.5
+    assert g["sentence_gap_ms"]["p50"] == 20.0 and g["sentence_gap_ms"]["n"] == 3
