@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -59,11 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             if args.input is None:
                 from .live import run_live  # PyAudio is needed only here
-                asyncio.run(run_live(config, args.output_dir, _device(args.input_device),
-                                     _device(args.output_device)))
+                session = run_live(config, args.output_dir, _device(args.input_device),
+                                   _device(args.output_device))
             else:
                 from .filemode import run_file
-                asyncio.run(run_file(config, args.input, args.output_dir, fast=args.fast))
+                session = run_file(config, args.input, args.output_dir, fast=args.fast)
+            if _run_stoppable(session):
+                print("\nstopped (SIGTERM); the transcript so far is in "
+                      f"{args.output_dir}/transcript.jsonl", file=sys.stderr)
+                return 128 + signal.SIGTERM
+            if args.input is not None:
                 print(f"wrote {args.output_dir}/conversation.wav, transcript.jsonl, timeline.jsonl")
             return 0
     except CascadeError as err:
@@ -71,8 +77,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     return 1
+
+
+def _run_stoppable(coro) -> bool:
+    """Run a session. Ctrl-C (SIGINT) and SIGTERM both stop it the same way: its
+    task is cancelled, so the turn in progress is recorded as cut, the models are
+    released and the files written. Returns True if SIGTERM stopped it (SIGINT
+    raises KeyboardInterrupt, as asyncio.run does)."""
+    terminated = False
+
+    async def main() -> None:
+        nonlocal terminated
+        task = asyncio.current_task()
+
+        def on_term() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+        await coro
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+    return terminated
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ class Orchestrator:
     # ---- main loop --------------------------------------------------------------
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
         self.observers.status("listening")
+        ended = False
         try:
             async for ev in self.stages.vad.process(self._watch(frames)):
                 if isinstance(ev, SpeechStarted):
@@ -101,9 +102,10 @@ class Orchestrator:
                     await self._commit(ev)
             if self._turn is not None and self._turn.computing:  # the input is over
                 await asyncio.wait([self._turn.task])
+            ended = True
         finally:
             await self._discard_speculative()
-            await self._close()
+            await self._close(stopped=not ended)
 
     async def _watch(self, frames: AsyncIterator[AudioFrame]) -> AsyncIterator[AudioFrame]:
         """Tell the VAD which frames were captured while the reply was playing, and
@@ -177,14 +179,18 @@ class Orchestrator:
                 await self._recognize_cut(turn)
         self._record(turn, cut)
 
-    async def _close(self) -> None:
-        """The session ends: a finished reply may play out; work still running is cut."""
+    async def _close(self, stopped: bool) -> None:
+        """The session ends. At the end of the input a finished reply may play out;
+        when the session is stopped (Ctrl-C, SIGTERM, an error), playback stops too.
+        Work still running is cut, and the turn is recorded with what the user said."""
         turn, self._turn = self._turn, None
         if turn is None:
             return
         cut = await turn.cancel()
-        if cut:
+        if cut or (stopped and self.sink.busy_until() > clock.now() + 1e-3):
             turn.played = await self.sink.stop(turn.turn_id)
+        if cut and not turn.user_text:
+            await self._recognize_cut(turn)
         self._record(turn, cut, prefill=False)
 
     # ---- one turn -----------------------------------------------------------------

@@ -119,9 +119,4 @@ class Turn:
             return
         cut = cut_while_computing or not self.generated or (
             self.played is not None and not self.played.complete)
-        if not self.user_text and not self.queued:
-            self.finish("no_speech")
-        elif cut:
-            self.finish("interrupted")
-        else:
-            self.finish("answered")
+        self.finish("interrupted" if cut else "answered")
