@@ -25,6 +25,11 @@ class AudioInputError(CascadeError):
     """Input audio cannot be used (unreadable file, too many channels, empty)."""
 
 
+class OutputError(CascadeError):
+    """The session's files cannot be written (a folder that is not writable, a full
+    disk). The message names the file and what to do."""
+
+
 class StageError(CascadeError):
     """A backend failed while serving a turn."""
 

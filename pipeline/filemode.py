@@ -13,6 +13,7 @@ from .audio import FRAME_SAMPLES, PIPELINE_RATE, frames, read_wav
 from .clock import Clock
 from .config import CascadeConfig
 from .console import Console
+from .errors import OutputError
 from .events import AudioFrame
 from .session import Session
 from .sinks import FileSink
@@ -35,6 +36,7 @@ async def run_file(config: CascadeConfig, input_path: Path, out_dir: Optional[Pa
     audio = read_wav(input_path, PIPELINE_RATE)
     session = Session(config, lambda stages: FileSink(rate=stages.tts.sample_rate), out_dir,
                       console)
+    failed = True
     try:
         async with session:
             clock = Clock(fast=fast)
@@ -43,7 +45,22 @@ async def run_file(config: CascadeConfig, input_path: Path, out_dir: Optional[Pa
             console.info(f"replaying {input_path} ({len(audio) / PIPELINE_RATE:.1f} s"
                          f"{', fast' if fast else ', real time'})")
             await session.run(file_frames(audio, clock, lambda: session.busy, tail_s=tail), clock)
+        failed = False
     finally:
         if out_dir is not None:
-            session.sink.write(out_dir / "conversation.wav", audio, PIPELINE_RATE)
+            _write_conversation(session, out_dir / "conversation.wav", audio, console, failed)
     return session
+
+
+def _write_conversation(session: Session, path: Path, audio: np.ndarray, console: Console,
+                        failed: bool) -> None:
+    """Write what was heard; if the session is already failing, a failure here is
+    only reported, so that the first error (and the records it carries) wins."""
+    try:
+        session.sink.write(path, audio, PIPELINE_RATE)
+    except OSError as err:
+        message = f"{path}: cannot write ({err.strerror or err})"
+        if failed:
+            console.error(message)
+        else:
+            raise OutputError(message) from None

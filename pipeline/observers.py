@@ -4,7 +4,7 @@ The orchestrator calls one method per happening; the console shows it, the sessi
 log writes it. Each observer is small and knows nothing of the others."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .console import Console
 from .session_log import SessionLog
@@ -94,10 +94,19 @@ class ConsoleObserver(Observer):
 
 
 class LogObserver(Observer):
-    """transcript.jsonl and timeline.jsonl, a line each as each turn ends."""
+    """transcript.jsonl and timeline.jsonl, a line each as each turn ends. A write
+    that fails (a full disk) is reported once; the lines are kept and written later."""
 
-    def __init__(self, log: SessionLog):
+    def __init__(self, log: SessionLog, report: Callable[[str], None]):
         self.log = log
+        self.report = report
+        self._failing = False
 
     def turn_ended(self, turn: Turn, transcript: dict[str, Any], timeline: dict[str, Any]) -> None:
-        self.log.add(transcript, timeline)
+        written = self.log.add(transcript, timeline)
+        if not written and not self._failing:
+            self.report(f"{self.log.write_error}; the session goes on, its records are kept "
+                        "and written when the disk allows")
+        elif written and self._failing:
+            self.report("the session's records are written again")
+        self._failing = not written

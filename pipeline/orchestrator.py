@@ -45,7 +45,8 @@ class Orchestrator:
         self.stages = stages
         self.sink = sink
         self.log = log
-        self.observers = Observers(ConsoleObserver(console), LogObserver(log), *observers)
+        shown = ConsoleObserver(console)
+        self.observers = Observers(shown, LogObserver(log, shown.error), *observers)
         pc = config.pipeline
         self.conversation = Conversation(stages.llm, pc.history_token_budget
                                          if pc.truncate_prompt else None, self.observers.error)

@@ -41,10 +41,15 @@ class Session:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Release the models and the output; raises OutputError (with the lines) if
+        records could not be written."""
         try:
             await self.orchestrator.aclose()
         finally:
-            await self.sink.aclose()
+            try:
+                await self.sink.aclose()
+            finally:
+                self.log.close()
 
     async def run(self, frames: AsyncIterator[AudioFrame], clock: Clock) -> None:
         """The conversation, timed on ``clock`` (its time 0 is the start of the input)."""
