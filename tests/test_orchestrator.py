@@ -357,3 +357,48 @@ def test_prefill_ahead_uses_the_prompt_of_the_users_language(default_config):
     # every prefill after turn 1 primed the same system prompt the next turn used
     assert llm.prefixes and all(p[0] == second_prompt[0] for p in llm.prefixes)
     assert llm.prefixes[-1][:3] == second_prompt[:3]
+
+
+# ---- barge-in in every phase: the history stays consistent, and nothing of a cut ---
+# turn is heard after its stop.
+
+# Without speculation, turn 1 (speech 1.0-2.0 s): endpoint 2.304, ASR to 2.404, LLM
+# first token 2.454, first sentence 2.494, TTS to 2.534, then plays about 3.6 s.
+BARGE_PHASES = {"asr": 2.34, "before the first token": 2.43, "llm writing": 2.47,
+                "tts": 2.51, "playback": 3.0}
+
+
+@pytest.mark.parametrize("phase", BARGE_PHASES)
+def test_barge_in_in_each_phase_keeps_the_history_consistent(default_config, phase):
+    t = BARGE_PHASES[phase]
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (t, t + 0.6)], 10.0,
+                                      speculative=False)
+    first, second = log.transcript
+    assert first["status"] == "interrupted" and first["interrupted"] is True
+    assert first["user"] == "hello 1"
+    assert second["status"] == "answered"
+    assert alternate(orch.history)
+    heard = first["assistant"]
+    if phase == "playback":
+        assert heard == "Sure thing."  # 2.534-3.134 s: the first sentence had started
+        assert orch.history[0].content == "hello 1" and orch.history[1].interrupted
+    else:
+        assert heard == ""
+        assert orch.history[0].content == "hello 1 hello 2"  # one message, answered once
+    # nothing of turn 1 plays after the user started speaking again
+    start_2 = at_frame(t)
+    assert all(p.end(16000) <= start_2 + 1e-9 for p in sink.placed if p.turn_id == 1)
+    assert all(p.start >= start_2 for p in sink.placed if p.turn_id == 2)
+
+
+def test_several_barge_ins_in_quick_succession(default_config):
+    # the user keeps cutting in: 4 short utterances 0.4 s apart, then waits
+    script = [(1.0, 2.0), (2.5, 2.7), (3.1, 3.3), (3.7, 3.9)]
+    orch, stages, sink, log = session(default_config, script, 12.0, speculative=False)
+    statuses = [t["status"] for t in log.transcript]
+    assert statuses[-1] == "answered" and set(statuses[:-1]) == {"interrupted"}
+    assert alternate(orch.history)
+    assert "hello 4" in orch.history[-2].content
+    for cut in log.timeline[:-1]:
+        nxt = at_frame(script[cut["turn_id"]][0])
+        assert all(p.end(16000) <= nxt + 1e-9 for p in sink.placed if p.turn_id == cut["turn_id"])
