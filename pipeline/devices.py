@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
@@ -15,8 +17,50 @@ FILE_MODE_HINT = ("list the devices with `python -m pipeline devices`, or run wi
 
 
 class AudioDeviceError(CascadeError):
-    """No usable audio device; the message says how to list devices and how to use
-    file mode instead."""
+    """No usable audio device, or it was lost mid-session; the message says how to
+    list devices and how to use file mode instead."""
+
+
+def no_sound_server(kind: str) -> Optional[str]:
+    """Why no ``kind`` ("input" or "output") device works when the cause is the sound
+    server that ALSA's default device goes through: PulseAudio is installed but not
+    running, or it runs with no sound card. None otherwise."""
+    what = "sink" if kind == "output" else "source"
+    if shutil.which("pactl") is None:
+        return None
+    try:
+        listed = subprocess.run(["pactl", "list", "short", f"{what}s"], capture_output=True,
+                                text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+    if listed.returncode != 0:
+        why = "PulseAudio is installed but not running (start it with `pulseaudio --start`)"
+    elif not listed.stdout.strip():
+        why = f"PulseAudio runs but has no sound card (no {what})"
+    else:
+        return None
+    return f"no audio server or sound card: {why}, or connect a sound card; {FILE_MODE_HINT}"
+
+
+def device_error(message: str, kind: str) -> AudioDeviceError:
+    """A device cannot be used: say so, or say that there is no sound server or card."""
+    return AudioDeviceError(no_sound_server(kind) or f"{message}; {FILE_MODE_HINT}")
+
+
+def device_lost(what: str, name: str) -> AudioDeviceError:
+    """PortAudio ended a stream mid-session."""
+    return AudioDeviceError(f"audio device lost: the {what} ({name!r}) stopped: it was "
+                            "unplugged, or the sound server stopped")
+
+
+def buffer_time(now: float, time_info: dict, key: str, fallback: float) -> float:
+    """Session time of the first sample of a PortAudio callback's buffer: ``now`` plus
+    how far its ``key`` time ("input_buffer_adc_time" or "output_buffer_dac_time") is
+    from the stream's current time. That follows the device's buffering from one
+    callback to the next (a late callback finds its buffer emptier), where ``now``
+    jitters; ``fallback`` where the host API gives no such time."""
+    at = time_info.get(key, 0.0)
+    return now + at - time_info["current_time"] if at else fallback
 
 
 @dataclass(frozen=True)
@@ -69,7 +113,7 @@ def find_device(pa, spec: Optional[Union[int, str]], kind: str) -> Device:
     key = f"audio.{kind}_device"
     if not devices:
         what = "microphone (input)" if kind == "input" else "speaker (output)"
-        raise AudioDeviceError(f"no {what} device found; {FILE_MODE_HINT}")
+        raise device_error(f"no {what} device found", kind)
     if spec is None:
         try:
             info = (pa.get_default_input_device_info() if kind == "input"
@@ -91,18 +135,19 @@ def find_device(pa, spec: Optional[Union[int, str]], kind: str) -> Device:
 def supported_rate(pa, device: Device, kind: str, preferred: list[int]) -> int:
     import pyaudio
 
+    kwargs = ({"input_device": device.index, "input_channels": 1,
+               "input_format": pyaudio.paFloat32} if kind == "input" else
+              {"output_device": device.index, "output_channels": 1,
+               "output_format": pyaudio.paFloat32})
     for rate in [*preferred, device.default_rate, 48000, 44100, 16000]:
         try:
-            kwargs = ({"input_device": device.index, "input_channels": 1,
-                       "input_format": pyaudio.paFloat32} if kind == "input" else
-                      {"output_device": device.index, "output_channels": 1,
-                       "output_format": pyaudio.paFloat32})
-            if pa.is_format_supported(rate, **kwargs):
-                return rate
+            with _quiet_stderr():  # ALSA explains a refusal on file descriptor 2
+                if pa.is_format_supported(rate, **kwargs):
+                    return rate
         except ValueError:
             continue
-    raise AudioDeviceError(f"audio.{kind}_device: {device.name!r} supports none of the usual "
-                           f"rates for mono float32 audio; {FILE_MODE_HINT}")
+    raise device_error(f"audio.{kind}_device: {device.name!r} supports none of the usual "
+                       f"rates for mono float32 audio", kind)
 
 
 def describe(devices: list[Device]) -> str:

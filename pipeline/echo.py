@@ -2,10 +2,11 @@
 libspeexdsp, called through ctypes), using what the speaker played as the
 reference signal, followed by Speex's residual-echo suppressor.
 
-Both streams run at 16 kHz in 16 ms frames (two per 32 ms VAD frame). The reference is a FIFO fed with
-everything the output played (silence included), so microphone and reference
-advance together and the adaptive filter absorbs the fixed delay between them,
-up to ``tail_ms``.
+Both streams run at 16 kHz in 16 ms frames (two per 32 ms VAD frame). The reference
+holds everything the output played (silence included) on the session's time line,
+and each microphone frame is matched with what was played during its own time span,
+so the adaptive filter only has to absorb the acoustic delay between them, up to
+``tail_ms``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import ctypes
 import ctypes.util
 import threading
 from collections import deque
+from typing import Optional
 
 import numpy as np
 
@@ -47,52 +49,88 @@ def _lib():
 
 
 class EchoReference:
-    """What the speaker played, at 16 kHz, as a FIFO shared between the output
-    callback (writer) and the microphone side (reader).
+    """What the speaker played, at 16 kHz, on the session's time line, shared between
+    the output callback (writer) and the microphone side (reader).
 
-    The echo of a sample reaches the microphone after it was played, so the
-    reference must not lag the microphone: the reader keeps at most ``max_lead_s``
-    queued (the writer started first, and the two device clocks drift), dropping the
-    oldest. The filter then sees the echo ``lead + acoustic delay`` after its
-    reference, within its tail."""
+    The writer pushes each block with the session time its first sample is output;
+    the reader pulls the reference for a microphone frame's own time span. A frame
+    that waited in the event loop (a stall) still gets the speaker samples of its own
+    moment, not the newest ones; a time nothing was pushed for is silence. The echo
+    of a sample reaches the microphone after it was played, so the filter sees the
+    echo ``acoustic delay`` after its reference, within its tail. The last ``keep_s``
+    are kept."""
 
-    def __init__(self, max_lead_s: float = 0.06):
-        self._buf: deque[np.ndarray] = deque()
-        self._n = 0
-        self._max = int(max_lead_s * RATE)
+    def __init__(self, keep_s: float = 3.0):
+        self._blocks: deque[tuple[int, np.ndarray]] = deque()  # (first sample's index, samples)
+        self._keep = int(keep_s * RATE)
         self._lock = threading.Lock()
 
-    def push(self, samples16k: np.ndarray) -> None:
+    def push(self, t: float, samples16k: np.ndarray) -> None:
+        """``samples16k`` were output from session time ``t`` on."""
+        start = round(t * RATE)
         with self._lock:
-            self._buf.append(samples16k)
-            self._n += len(samples16k)
+            self._blocks.append((start, samples16k))
+            while self._blocks and self._blocks[0][0] + len(self._blocks[0][1]) \
+                    < start + len(samples16k) - self._keep:
+                self._blocks.popleft()
 
-    def pull(self, n: int) -> np.ndarray:
+    def pull(self, end: float, n: int) -> np.ndarray:
+        """The ``n`` samples output up to session time ``end`` (zeros where none were);
+        a later push wins where two overlap."""
+        last = round(end * RATE)
+        first = last - n
         out = np.zeros(n, np.float32)
-        got = 0
         with self._lock:
-            excess = self._n - n - self._max
-            while excess > 0 and self._buf:  # drop what is older than the allowed lead
-                head = self._buf[0]
-                if len(head) <= excess:
-                    self._buf.popleft()
-                    self._n -= len(head)
-                    excess -= len(head)
-                else:
-                    self._buf[0] = head[excess:]
-                    self._n -= excess
-                    excess = 0
-            while got < n and self._buf:
-                head = self._buf[0]
-                take = min(n - got, len(head))
-                out[got:got + take] = head[:take]
-                got += take
-                if take == len(head):
-                    self._buf.popleft()
-                else:
-                    self._buf[0] = head[take:]
-                self._n -= take
+            for start, samples in self._blocks:
+                lo, hi = max(start, first), min(start + len(samples), last)
+                if lo < hi:
+                    out[lo - first:hi - first] = samples[lo - start:hi - start]
         return out
+
+
+class StreamClock:
+    """Session times of a continuous stream of samples (a device's input or output).
+    Each block starts where the previous one ended, so the lateness of device
+    callbacks (they come in bursts) does not shift samples against each other. A
+    block measured earlier than that moves the count back to it (a callback is never
+    early: the count started late, or the device's clock runs fast); one measured
+    more than ``tolerance_s`` later moves it forward (a drop-out of the device)."""
+
+    def __init__(self, rate: int, tolerance_s: float = 0.05):
+        self._rate, self._tolerance = rate, tolerance_s
+        self._next: Optional[float] = None
+
+    def place(self, measured: float, n: int) -> float:
+        """Session time of the first of ``n`` samples measured to start at ``measured``."""
+        if self._next is None or not self._next <= measured <= self._next + self._tolerance:
+            self._next = measured
+        start = self._next
+        self._next = start + n / self._rate
+        return start
+
+
+class TimedResampler:
+    """A device's stream resampled to 16 kHz, with the session time of what comes
+    out. The resampler holds input back and emits it in bursts, so the time of its
+    output follows the sample counts, not the moment it came out."""
+
+    def __init__(self, rate: int, tolerance_s: float = 0.05):
+        import soxr
+
+        self._rate = rate
+        self._soxr = soxr.ResampleStream(rate, RATE, 1, dtype="float32")
+        self._times = StreamClock(rate, tolerance_s)
+        self._in = self._out = 0  # samples in (at ``rate``) and out (at 16 kHz) so far
+
+    def __call__(self, block: np.ndarray, measured: float) -> tuple[float, np.ndarray]:
+        """A block at the device's rate whose first sample was measured at session time
+        ``measured`` -> (session time of the first sample out, the samples out)."""
+        end = self._times.place(measured, len(block)) + len(block) / self._rate
+        out = self._soxr.resample_chunk(block)
+        self._in += len(block)
+        self._out += len(out)
+        held = self._in / self._rate - self._out / RATE
+        return end - held - len(out) / RATE, out
 
 
 class SpeexAEC:

@@ -8,6 +8,7 @@ microphone side resamples to 16 kHz, cancels the echo of what the speaker played
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from collections import deque
@@ -21,9 +22,9 @@ from .audio import FRAME_SAMPLES, PIPELINE_RATE, resample
 from .clock import Clock
 from .config import CascadeConfig
 from .console import Console
-from .devices import (FILE_MODE_HINT, AudioDeviceError, Device, find_device, open_pyaudio,
-                      supported_rate)
-from .echo import EchoGate, EchoReference, SpeexAEC
+from .devices import (Device, buffer_time, device_error, device_lost, find_device,
+                      open_pyaudio, supported_rate)
+from .echo import EchoGate, EchoReference, SpeexAEC, TimedResampler
 from .events import AudioChunk, AudioFrame
 from .orchestrator import Orchestrator, build_stages
 from .session_log import SessionLog
@@ -33,7 +34,10 @@ from .sinks import AudioSink, Placed, PlayedText, played_text
 class SpeakerSink(AudioSink):
     """Reply audio to an output device. ``play`` queues (never blocks); the
     device callback copies out one block at a time, so ``stop`` takes effect
-    within one block plus the device's own latency."""
+    within one block plus the device's own latency.
+
+    ``stop`` concerns the turn now playing: once a newer turn plays, what earlier
+    turns played is forgotten, so a long session keeps one turn's worth."""
 
     def __init__(self, pa, device: Device, preferred_rate: int, block_ms: int, clock: Clock,
                  reference: Optional[EchoReference]):
@@ -47,21 +51,19 @@ class SpeakerSink(AudioSink):
         self._end = 0.0
         self._latency = 0.0
         self._stream = None
-        self._ref_resampler = None
+        self._ref_resampler = TimedResampler(self.rate) if reference is not None else None
 
     def open(self) -> None:
         import pyaudio
-        import soxr
 
-        self._ref_resampler = soxr.ResampleStream(self.rate, PIPELINE_RATE, 1, dtype="float32")
         try:
             self._stream = self._pa.open(format=pyaudio.paFloat32, channels=1, rate=self.rate,
                                          output=True, output_device_index=self._device.index,
                                          frames_per_buffer=self._block,
                                          stream_callback=self._callback)
         except OSError as err:
-            raise AudioDeviceError(f"audio.output_device: cannot open {self._device.name!r} "
-                                   f"({err}); {FILE_MODE_HINT}") from None
+            raise device_error(f"audio.output_device: cannot open {self._device.name!r} "
+                               f"({err})", "output") from None
         self._latency = float(self._stream.get_output_latency())
 
     def _callback(self, in_data, frame_count, time_info, status):
@@ -69,6 +71,7 @@ class SpeakerSink(AudioSink):
 
         out = np.zeros(frame_count, np.float32)
         now = self._clock.now()
+        out_at = buffer_time(now, time_info, "output_buffer_dac_time", now + self._latency)
         filled = 0
         with self._lock:
             while filled < frame_count and self._queue:
@@ -78,17 +81,21 @@ class SpeakerSink(AudioSink):
                 out[filled:filled + take] = placed.samples[done:done + take]
                 filled += take
                 item[1] = done + take
-                self._last_out[placed.turn_id] = now + self._latency + filled / self.rate
+                self._last_out[placed.turn_id] = out_at + filled / self.rate
                 if item[1] >= len(placed.samples):
                     self._queue.popleft()
         if self._reference is not None:
-            self._reference.push(self._ref_resampler.resample_chunk(out))
+            self._reference.push(*self._ref_resampler(out, out_at))
         return out.tobytes(), pyaudio.paContinue
 
     async def play(self, chunk: AudioChunk) -> float:
         samples = resample(chunk.samples, chunk.sample_rate, self.rate)
         now = self._clock.now()
         with self._lock:
+            self._placed = [p for p in self._placed
+                            if p.turn_id == chunk.turn_id or p.end(self.rate) > now]
+            self._last_out = {turn: t for turn, t in self._last_out.items()
+                              if turn == chunk.turn_id or t > now}
             start = max(now + self._latency, self._end)
             placed = Placed(chunk.turn_id, chunk.sentence_index, chunk.text, start, samples)
             self._queue.append([placed, 0])
@@ -111,15 +118,25 @@ class SpeakerSink(AudioSink):
             stopped_at = self._last_out.get(turn_id)
         return PlayedText(result.text, result.complete, stopped_at=stopped_at)
 
+    def check(self) -> None:
+        """AudioDeviceError if PortAudio has ended the output stream."""
+        if self._stream is not None and not self._stream.is_active():
+            raise device_lost("speaker", self._device.name)
+
     async def aclose(self) -> None:
         if self._stream is not None:
-            self._stream.stop_stream()
-            self._stream.close()
+            with contextlib.suppress(OSError):  # a lost device may refuse even this
+                self._stream.stop_stream()
+                self._stream.close()
             self._stream = None
 
 
 class MicSource:
-    """Microphone frames at 16 kHz with echo handling."""
+    """Microphone frames at 16 kHz with echo handling. When PortAudio ends the
+    microphone's or the speaker's stream (the device or the sound server went away),
+    ``frames`` raises AudioDeviceError, so the session ends with what it has."""
+
+    CHECK_S = 0.5  # how often the streams are checked
 
     def __init__(self, pa, device: Device, block_ms: int, clock: Clock, config: CascadeConfig,
                  sink: SpeakerSink, reference: Optional[EchoReference]):
@@ -131,6 +148,7 @@ class MicSource:
         self._aec = SpeexAEC(config.audio.aec_tail_ms) if reference is not None else None
         self._gate = EchoGate(config.audio.aec_gate, config.audio.aec_converge_s)
         self._stream = None
+        self._latency = 0.0
 
     def _likely_echo(self, raw: np.ndarray, cleaned: np.ndarray, t: float,
                      ref: Optional[np.ndarray]) -> bool:
@@ -144,45 +162,63 @@ class MicSource:
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
         import pyaudio
-        import soxr
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
         def callback(in_data, frame_count, time_info, status):
-            loop.call_soon_threadsafe(queue.put_nowait, (in_data, self._clock.now()))
+            # when its first sample was captured
+            at = self._clock.now() - self._latency - frame_count / self.rate
+            loop.call_soon_threadsafe(queue.put_nowait, (in_data, at))
             return None, pyaudio.paContinue
 
         try:
             self._stream = self._pa.open(format=pyaudio.paFloat32, channels=1, rate=self.rate,
                                          input=True, input_device_index=self._device.index,
-                                         frames_per_buffer=self._block, stream_callback=callback)
+                                         frames_per_buffer=self._block, stream_callback=callback,
+                                         start=False)
+            self._latency = float(self._stream.get_input_latency())  # before the first callback
+            self._stream.start_stream()
         except OSError as err:
-            raise AudioDeviceError(f"audio.input_device: cannot open {self._device.name!r} "
-                                   f"({err}); {FILE_MODE_HINT}") from None
-        latency = float(self._stream.get_input_latency())
-        resampler = soxr.ResampleStream(self.rate, PIPELINE_RATE, 1, dtype="float32")
+            raise device_error(f"audio.input_device: cannot open {self._device.name!r} "
+                               f"({err})", "input") from None
+        resampler = TimedResampler(self.rate)
         pending = np.zeros(0, np.float32)
+        checked = 0.0
         try:
             while True:
-                data, arrived = await queue.get()
-                mic = resampler.resample_chunk(np.frombuffer(data, np.float32))
+                try:
+                    data, at = await asyncio.wait_for(queue.get(), self.CHECK_S)
+                except TimeoutError:  # a stream PortAudio ended never calls back again
+                    self._check()
+                    continue
+                if at > checked + self.CHECK_S:
+                    self._check()
+                    checked = at
+                start, mic = resampler(np.frombuffer(data, np.float32), at)
+                end = start + len(mic) / PIPELINE_RATE  # just after its last sample
                 pending = np.concatenate([pending, mic])
                 while len(pending) >= FRAME_SAMPLES:
                     frame, pending = pending[:FRAME_SAMPLES], pending[FRAME_SAMPLES:]
                     # media time of this frame's last sample
-                    t = arrived - latency - len(pending) / PIPELINE_RATE
+                    t = end - len(pending) / PIPELINE_RATE
                     ref, cleaned = None, frame
                     if self._aec is not None:
-                        ref = self._reference.pull(FRAME_SAMPLES)
+                        ref = self._reference.pull(t, FRAME_SAMPLES)
                         cleaned = self._aec.process(frame, ref)
                     yield AudioFrame(-1, t, samples=cleaned, sample_rate=PIPELINE_RATE,
                                      likely_echo=self._likely_echo(frame, cleaned, t, ref))
         finally:
-            self._stream.stop_stream()
-            self._stream.close()
+            with contextlib.suppress(OSError):  # a lost device may refuse even this
+                self._stream.stop_stream()
+                self._stream.close()
             if self._aec is not None:
                 self._aec.close()
+
+    def _check(self) -> None:
+        if not self._stream.is_active():
+            raise device_lost("microphone", self._device.name)
+        self._sink.check()
 
 
 async def run_live(config: CascadeConfig, out_dir: Optional[Path],

@@ -46,6 +46,15 @@ def _started(stage):
 
 
 @pytest.fixture(scope="session")
+def pulse_server():
+    """The live tests' own PulseAudio server, stopped when they end: nothing is left
+    running, and the user's sound server is never touched."""
+    from eval.virtual_audio import PulseServer
+    with PulseServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def asr(default_config):
     from stages.asr_faster_whisper import FasterWhisperASR
     return _started(FasterWhisperASR(default_config.asr))

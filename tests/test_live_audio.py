@@ -1,6 +1,9 @@
 """Live sessions through the real audio stack (PyAudio/PortAudio -> ALSA pulse
 plugin -> PulseAudio null sinks), with corpus speech as the user."""
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -9,13 +12,12 @@ import pytest
 from eval.wer import wer
 from pipeline.audio import read_wav
 from tests.conftest import DEFAULT_CONFIG, ROOT, rms
-from eval.virtual_audio import VirtualRoom, ensure_server
+from eval.virtual_audio import PulseServer, VirtualRoom
 
 
 @pytest.fixture
-def room():
-    ensure_server()
-    r = VirtualRoom()
+def room(pulse_server):
+    r = VirtualRoom(pulse_server)
     yield r
     r.close()
 
@@ -103,15 +105,65 @@ def test_own_voice_does_not_interrupt_but_the_user_does(room, tmp_path, corpus, 
         assert "forward" in transcript[2]["user"].lower()
 
 
-def test_no_audio_device_gives_a_clear_message(tmp_path):
-    import os
-    import subprocess
-    import sys
-    env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent"}  # no server, no sound card
-    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--output-dir",
-                          str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 2
-    assert "no microphone (input) device found" in res.stderr
+def run_without_devices(tmp_path, env):
+    return subprocess.run([sys.executable, "-m", "pipeline", "run", "--output-dir",
+                           str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_no_sound_server_gives_a_clear_message(tmp_path):
+    # PulseAudio is installed, but its server is not running (and there is no sound card)
+    res = run_without_devices(tmp_path, {**os.environ, "PULSE_SERVER": "unix:/tmp/nonexistent"})
+    assert res.returncode == 2, res.stderr
+    assert ("error: no audio server or sound card: PulseAudio is installed but not running "
+            "(start it with `pulseaudio --start`)") in res.stderr
     assert "python -m pipeline devices" in res.stderr and "--input" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_sound_server_without_sound_card_gives_a_clear_message(tmp_path, pulse_server):
+    res = run_without_devices(tmp_path, pulse_server.env)  # no room: no sink, no source
+    assert res.returncode == 2, res.stderr
+    assert ("error: no audio server or sound card: PulseAudio runs but has no sound card"
+            in res.stderr)
+    assert "supports none of the usual rates" not in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_device_lost_mid_session_ends_it_and_keeps_the_transcript(tmp_path, corpus):
+    with PulseServer() as server:  # its own server, to kill
+        room = VirtualRoom(server)
+        try:
+            s = room.session(ROOT, tmp_path / "out", DEFAULT_CONFIG)
+            s.wait_for("listening: just speak")
+            room.say(clip(corpus, "vctk_p238_165"))
+            s.wait_for("V2V")
+            time.sleep(6)  # let the reply play out
+            server.kill()  # the sound server crashes: both devices are gone
+            killed = time.monotonic()
+            rc = s.wait(timeout=20)
+            took = time.monotonic() - killed
+        finally:
+            room.close()
+    print(f"device lost: the session ended {took:.1f} s after the server was killed")
+    assert rc == 2, s.output
+    assert "error: audio device lost: the microphone" in s.output
+    assert "Traceback" not in s.output
+    assert took < 5
+    [turn] = records(tmp_path / "out", "transcript.jsonl")
+    assert turn["status"] == "answered" and turn["assistant"]
+    assert wer(["The arrangement will avoid any conflicts of interest."], [turn["user"]]) < 0.3
+
+
+def test_the_live_tests_leave_no_sound_server_running(tmp_path):
+    """A test session starts its own PulseAudio server and stops it when it ends."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where that server's socket goes
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_live_audio.py", "-k", "without_sound_card"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 passed" in res.stdout
+    left = subprocess.run(["pgrep", "-af", f"pulseaudio.*{tmp_path}"], capture_output=True,
+                          text=True)
+    assert left.returncode == 1, left.stdout  # no such process
+    assert not list(tmp_path.glob("cascade-pulse-*"))  # and its directory is gone
