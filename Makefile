@@ -7,7 +7,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install system-deps run test report check llama-serve vllm-serve clean
+.PHONY: install system-deps run test report soak check llama-serve vllm-serve clean
 
 # llama.cpp is compiled here (no wheel on PyPI). Not for this CPU only (-march=native):
 # a portable AVX2 build runs on any x86-64 CPU of the last decade, and native builds
@@ -61,6 +61,12 @@ test: $(TEST_STAMP)
 ABLATION ?=
 report: install
 	$(PY) -m eval.report --config $(CONFIG) $(if $(filter 1 yes true,$(ABLATION)),--ablation)
+
+# Soak: a looped corpus conversation with barge-ins for MINUTES minutes, in real time
+# (eval/out/soak.json, soak.png): RSS, threads, descriptors, V2V drift, lost lines.
+MINUTES ?= 120
+soak: install
+	$(PY) -m eval.soak --config $(CONFIG) --minutes $(MINUTES)
 
 # Validate a profile, load each stage and run a tiny request through it.
 check: install

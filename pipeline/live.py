@@ -26,8 +26,7 @@ from .devices import (Device, buffer_time, device_error, device_lost, find_devic
                       open_pyaudio, supported_rate)
 from .echo import EchoGate, EchoReference, SpeexAEC, TimedResampler
 from .events import AudioChunk, AudioFrame
-from .orchestrator import Orchestrator, build_stages
-from .session_log import SessionLog
+from .session import Session
 from .sinks import AudioSink, Placed, PlayedText, played_text
 
 
@@ -224,11 +223,10 @@ class MicSource:
 async def run_live(config: CascadeConfig, out_dir: Optional[Path],
                    input_device: Optional[Union[int, str]] = None,
                    output_device: Optional[Union[int, str]] = None,
-                   console: Optional[Console] = None) -> Orchestrator:
+                   console: Optional[Console] = None) -> Session:
     console = console or Console(live=True)
     pa = open_pyaudio()
-    orch = None
-    sink = None
+    session = None
     try:
         mic_dev = find_device(pa, input_device if input_device is not None
                               else config.audio.input_device, "input")
@@ -238,24 +236,20 @@ async def run_live(config: CascadeConfig, out_dir: Optional[Path],
             config = config.replace(vad={"barge_in_threshold": config.audio.half_duplex_threshold})
         clock = Clock()
         clock_mod.use(clock)
-        stages = build_stages(config)
         reference = EchoReference() if config.audio.echo == "aec" else None
-        sink = SpeakerSink(pa, spk_dev, stages.tts.sample_rate, config.audio.block_ms, clock,
-                           reference)
+        session = Session(config, lambda stages: SpeakerSink(
+            pa, spk_dev, stages.tts.sample_rate, config.audio.block_ms, clock, reference),
+            out_dir, console)
+        sink = session.sink
         mic = MicSource(pa, mic_dev, config.audio.block_ms, clock, config, sink, reference)
-        orch = Orchestrator(config, stages, sink, SessionLog(out_dir), console)
         console.info(f"microphone: {mic_dev.name} ({mic.rate} Hz); speaker: {spk_dev.name} "
                      f"({sink.rate} Hz); echo: {config.audio.echo}")
-        await orch.start()
-        sink.open()
-        console.info("listening: just speak (Ctrl-C to stop)")
-        await orch.run(mic.frames())
+        async with session:
+            sink.open()
+            console.info("listening: just speak (Ctrl-C to stop)")
+            await session.run(mic.frames(), clock)
     finally:
-        if orch is not None:
-            await orch.aclose()
-        if sink is not None:
-            await sink.aclose()
         pa.terminate()
-        if out_dir is not None and orch is not None:
+        if out_dir is not None and session is not None:
             console.info(f"\nsession transcript saved: {out_dir}/transcript.jsonl")
-    return orch
+    return session

@@ -72,14 +72,20 @@ class FileSink(AudioSink):
     """A virtual speaker for file mode: audio is laid on the session time line
     as a listener would have heard it, and rendered to a WAV at the end."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, keep_s: Optional[float] = None):
+        """``keep_s``: forget audio that finished playing longer ago than this (a long
+        session that needs no WAV at the end); None keeps everything."""
         self.rate = rate
+        self.keep_s = keep_s
         self.placed: list[Placed] = []
         self._end = 0.0
 
     async def play(self, chunk: AudioChunk) -> float:
         samples = resample(chunk.samples, chunk.sample_rate, self.rate)
-        start = max(clock.now(), self._end)
+        now = clock.now()
+        if self.keep_s is not None:
+            self.placed = [p for p in self.placed if p.end(self.rate) > now - self.keep_s]
+        start = max(now, self._end)
         self.placed.append(Placed(chunk.turn_id, chunk.sentence_index, chunk.text, start, samples))
         self._end = start + len(samples) / self.rate
         return start
