@@ -44,7 +44,8 @@ def test_missing_phase_is_left_out_not_zero():
     assert phase_table([t])["TTS first audio"]["n"] == 0
 
 
-@pytest.mark.parametrize("profile", ["default", "fast", "server", "multilingual", "gpu-vllm"])
+@pytest.mark.parametrize("profile", ["default", "fast", "server", "multilingual", "gpu-vllm",
+                                     "slow-llm"])
 def test_every_ablation_variant_is_a_valid_config_of_every_profile(profile):
     """The ablation once crashed on the fast and server profiles, after minutes of runs:
     a switch whose key the profile's backend lacks (espeak has no thread count, the
