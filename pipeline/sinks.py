@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from . import clock
-from .audio import resample, write_wav
+from .audio import resample
 from .events import AudioChunk
 
 
@@ -69,8 +69,8 @@ def played_text(placed: list[Placed], turn_id: int, cut: float, rate: int) -> Pl
 
 
 class FileSink(AudioSink):
-    """A virtual speaker for file mode: audio is laid on the session time line
-    as a listener would have heard it, and rendered to a WAV at the end."""
+    """A virtual speaker for file mode: audio is laid on the session time line as a
+    listener would have heard it (file mode's ConversationWriter writes it out)."""
 
     def __init__(self, rate: int, keep_s: Optional[float] = None):
         """``keep_s``: forget audio that finished playing longer ago than this (a long
@@ -107,17 +107,3 @@ class FileSink(AudioSink):
         self.placed = kept
         self._end = max([p.end(self.rate) for p in self.placed], default=cut)
         return result
-
-    def render(self, user_audio: np.ndarray, user_rate: int) -> np.ndarray:
-        """Stereo (n, 2): user on the left, assistant on the right, one time line."""
-        left = resample(user_audio, user_rate, self.rate)
-        end = max([len(left) / self.rate] + [p.end(self.rate) for p in self.placed])
-        out = np.zeros((int(np.ceil(end * self.rate)) + 1, 2), np.float32)
-        out[:len(left), 0] = left
-        for p in self.placed:
-            i = int(round(p.start * self.rate))
-            out[i:i + len(p.samples), 1] += p.samples[:max(0, len(out) - i)]
-        return out
-
-    def write(self, path, user_audio: np.ndarray, user_rate: int) -> None:
-        write_wav(path, self.render(user_audio, user_rate), self.rate)

@@ -32,8 +32,9 @@ def test_two_utterances_give_two_answered_turns(tmp_path, corpus):
     a = read_wav(clip(corpus, "ljspeech_LJ001-0002").path)
     b = read_wav(clip(corpus, "cmusphinx_goforward").path)
     silence = np.zeros(int(1.5 * 16000), np.float32)
+    gap = np.zeros(int(3.0 * 16000), np.float32)  # time for the first reply to start on a busy machine
     wav = tmp_path / "conversation_in.wav"
-    write_wav(wav, np.concatenate([silence, a, silence, b]), 16000)
+    write_wav(wav, np.concatenate([silence, a, gap, b]), 16000)
     out = tmp_path / "out"
     res = run_cli("--input", str(wav), "--output-dir", str(out), "--fast")
     assert res.returncode == 0, res.stderr
@@ -57,7 +58,7 @@ def test_two_utterances_give_two_answered_turns(tmp_path, corpus):
         assert rec["v2v_ms"] == pytest.approx((rec["playback_start"] - rec["user_speech_end"]) * 1000, abs=0.2)
     # the turns are where the utterances are
     assert 1.5 < timeline[0]["user_speech_end"] < 1.5 + len(a) / 16000 + 0.3
-    assert timeline[1]["user_speech_end"] > 3 + len(a) / 16000
+    assert timeline[1]["user_speech_end"] > 4.5 + len(a) / 16000
 
     stereo, rate = sf.read(out / "conversation.wav", dtype="float32")
     assert stereo.ndim == 2 and stereo.shape[1] == 2
