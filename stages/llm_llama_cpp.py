@@ -103,18 +103,46 @@ class LlamaCppLLM(LLMStage):
         a = self.tokens((*prefix, ChatMessage("user", "a")))
         b = self.tokens((*prefix, ChatMessage("user", "b")))
         n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        tokens = a[:n]
+        return self._evaluate(a[:n])
+
+    def _evaluate(self, tokens: list[int], last_logits: bool = False) -> int:
+        """Bring the KV cache to ``tokens``, evaluating only what differs from what it
+        holds; ``last_logits``: evaluate at least the last token, so that the logits
+        are those after ``tokens``. Returns how many tokens were evaluated."""
         llm = self._llm
         common = 0
         for x, y in zip(llm.input_ids[:llm.n_tokens], tokens):
             if x != y:
                 break
             common += 1
+        common = min(common, len(tokens) - 1) if last_logits else common
         llm.n_tokens = min(common, llm.n_tokens)  # eval() drops the KV cache beyond this
         rest = tokens[llm.n_tokens:]
         if rest:
             llm.eval(rest)
         return len(rest)
+
+    def end_of_turn_logprob(self, messages: Sequence[ChatMessage]) -> float:
+        """Blocking: the natural log of the probability that the user's message (the
+        last of ``messages``) ends here, read as the chat template's own end-of-turn
+        token right after the user's text. The tokens it evaluates are the reply
+        prompt's own, so with KV-cache reuse the reply then prefills only the few
+        tokens that open the assistant's turn."""
+        import numpy as np
+        from llama_cpp import llama_get_logits_ith
+
+        marker = "\x00"
+        *before, last = messages
+        rendered = self._format(messages=as_dicts(
+            (*before, ChatMessage("user", last.content + marker)))).prompt
+        head, tail = rendered.split(marker, 1)
+        tokens = self._llm.tokenize(head.encode("utf-8"), add_bos=False, special=True)
+        end = self._llm.tokenize(tail.encode("utf-8"), add_bos=False, special=True)[0]
+        self._evaluate(tokens, last_logits=True)
+        logits = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, -1),
+                                       shape=(self._llm.n_vocab(),)).astype(np.float64)
+        top = logits.max()
+        return float(logits[end] - top - np.log(np.exp(logits - top).sum()))
 
     def _stream(self, messages: Sequence[ChatMessage]):
         cfg = self.config

@@ -68,3 +68,19 @@ def test_vad_finds_each_utterance(default_config, corpus):
     b_end = (len(gap) * 2 + len(a) + len(b)) / 16000
     assert abs(ends[-1].speech_end - b_end) < 0.5
     assert all(e.t > e.speech_end for e in ends)
+
+
+def test_end_of_turn_probability_tells_a_finished_sentence_from_a_cut_one(llm):
+    """The semantic end-of-turn signal on the real LLM: the chat template's end-of-turn
+    token is far likelier after a whole sentence than after the same one cut mid-clause,
+    and the tokens it evaluates are the reply prompt's own (the KV cache is reused)."""
+    from pipeline.events import ChatMessage
+    system = ChatMessage("system", llm.config.system_prompt)
+    whole = llm.end_of_turn_logprob(
+        (system, ChatMessage("user", "The arrangement will avoid any conflicts of interest.")))
+    cut = llm.end_of_turn_logprob((system, ChatMessage("user", "The arrangement will avoid")))
+    assert whole > -3.0 and cut < -8.0, (whole, cut)
+    # the reply's prompt starts with everything that was just evaluated
+    reply_prompt = llm.tokens((system, ChatMessage("user", "The arrangement will avoid")))
+    held = list(llm._llm.input_ids[:llm._llm.n_tokens])
+    assert reply_prompt[:len(held)] == held and len(reply_prompt) - len(held) <= 6

@@ -1,0 +1,97 @@
+"""How well does the bundled LLM tell a finished utterance from one cut mid-way?
+
+    .venv/bin/python -m eval.bench_eot
+
+The semantic end-of-turn signal: the LLM's log-probability that the user's message
+ends right there (the chat template's end-of-turn token after the user's text), on
+real ASR output. Each corpus clip (up to 12 s) is transcribed whole, and cut at a
+word boundary near its middle (Whisper's word timestamps) and transcribed again,
+as a speculative turn at an inner pause would be. For thresholds on the log-
+probability it reports the share of whole utterances judged complete (a short
+endpoint: good) and of cut ones judged complete (a premature endpoint: bad), with
+and without a text rule (a transcript ending in "..." or "-" is unfinished), and the
+CPU time of one estimate (it prefills what the reply needs anyway).
+
+Writes eval/out/eot.json.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from eval.corpus import load_manifest
+from eval.stats import percentiles
+from pipeline.audio import read_wav
+from pipeline.config import load_config
+from pipeline.events import ChatMessage
+
+OUT = Path(__file__).resolve().parent / "out"
+THRESHOLDS = (-1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -6.0)
+
+
+def unfinished_text(text: str) -> bool:
+    """Whisper marks speech that trails off: "He was not an ill...", "four of f-"."""
+    t = text.rstrip()
+    return t.endswith(("...", "…", "-", ","))
+
+
+def main() -> None:
+    from faster_whisper import WhisperModel
+
+    from stages.asr_faster_whisper import resolve_model
+    from stages.llm_llama_cpp import LlamaCppLLM
+
+    config = load_config("configs/default.yaml")
+    llm = LlamaCppLLM(config.llm)
+    asyncio.run(llm.start())
+    whisper = WhisperModel(str(resolve_model(config.asr.model)), device="cpu",
+                           compute_type="int8", cpu_threads=2)
+    system = ChatMessage("system", config.llm.system_prompt)
+    rows, cpu_ms = [], []
+    for clip in load_manifest():
+        if clip.duration_s > 12:
+            continue
+        audio = read_wav(clip.path)
+        segments, _ = whisper.transcribe(audio, language="en", word_timestamps=True,
+                                         beam_size=1)
+        words = [w for s in segments for w in s.words]
+        if len(words) < 4:
+            continue
+        whole = "".join(w.word for w in words).strip()
+        cut_at = words[len(words) // 2 - 1].end
+        cut_segments, _ = whisper.transcribe(audio[:int((cut_at + 0.05) * 16000)],
+                                             language="en", beam_size=1)
+        cut = "".join(s.text for s in cut_segments).strip()
+        scores = []
+        for text in (whole, cut):
+            t0 = time.process_time()
+            scores.append(llm.end_of_turn_logprob((system, ChatMessage("user", text))))
+            cpu_ms.append((time.process_time() - t0) * 1000)
+        rows.append({"clip": clip.id, "whole": whole, "whole_logprob": scores[0], "cut": cut,
+                     "cut_logprob": scores[1]})
+        print(f"{clip.id:40s} whole {scores[0]:6.2f}  cut {scores[1]:6.2f}  {cut[-40:]!r}")
+    table = []
+    for th in THRESHOLDS:
+        whole_ok = sum(r["whole_logprob"] >= th and not unfinished_text(r["whole"]) for r in rows)
+        cut_ok = sum(r["cut_logprob"] >= th for r in rows)
+        cut_ok_rule = sum(r["cut_logprob"] >= th and not unfinished_text(r["cut"]) for r in rows)
+        table.append({"threshold": th, "whole_judged_complete": whole_ok / len(rows),
+                      "cut_judged_complete": cut_ok / len(rows),
+                      "cut_judged_complete_with_text_rule": cut_ok_rule / len(rows)})
+    result = {"clips": len(rows), "cpu_ms_per_estimate": percentiles(cpu_ms), "table": table,
+              "rows": rows}
+    print(f"\n{len(rows)} clips; CPU per estimate p50 {result['cpu_ms_per_estimate']['p50']:.0f} ms")
+    print("| log P threshold | whole judged complete | cut judged complete | with the text rule |")
+    print("|---:|---:|---:|---:|")
+    for r in table:
+        print(f"| {r['threshold']:g} | {r['whole_judged_complete']:.0%} | "
+              f"{r['cut_judged_complete']:.0%} | {r['cut_judged_complete_with_text_rule']:.0%} |")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "eot.json").write_text(json.dumps(result, indent=2))
+    asyncio.run(llm.aclose())
+
+
+if __name__ == "__main__":
+    main()
