@@ -58,9 +58,12 @@ test: $(TEST_STAMP)
 
 # Latency report (eval/out/): CONFIG=... to choose the profile, ABLATION=1 to
 # replay the conversation with each latency switch off in turn and as a naive cascade.
+# SLOW=0.4 emulates a CPU 2.5x slower: every thread gets 40% of a core (cgroup v1 quotas).
 ABLATION ?=
+SLOW ?=
 report: install
-	$(PY) -m eval.report --config $(CONFIG) $(if $(filter 1 yes true,$(ABLATION)),--ablation)
+	$(PY) -m eval.report --config $(CONFIG) $(if $(filter 1 yes true,$(ABLATION)),--ablation) \
+	  $(if $(SLOW),--slow $(SLOW))
 
 # Soak: a looped corpus conversation with barge-ins for MINUTES minutes, in real time
 # (eval/out/soak.json, soak.png): RSS, threads, descriptors, V2V drift, lost lines.

@@ -9,6 +9,7 @@ eval/out/bench_asr.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import json
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.corpus import load_manifest
+from eval.cpu_quota import SlowCpu
 from eval.stats import percentiles
 from eval.wer import wer
 from pipeline.audio import read_wav
@@ -67,8 +69,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--slow", type=float, metavar="FRACTION",
+                    help="emulate a slower CPU: every thread at this fraction of a core")
     args = ap.parse_args()
-    res = bench(args.config, args.repeats)
+    with SlowCpu(args.slow) if args.slow else contextlib.nullcontext():
+        res = bench(args.config, args.repeats)
+    res["cpu_fraction"] = args.slow or 1.0
     for name in ("standard_padded", "short_window"):
         r = res[name]
         print(f"{name:16s} WER {r['wer'] * 100:5.2f}%  decode p50 {r['decode_ms_p50']:6.1f} ms"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup/cpu")
@@ -30,6 +31,7 @@ class CpuQuota:
         if not (ROOT / "cpu.cfs_quota_us").exists():
             raise RuntimeError(f"no cgroup v1 cpu controller at {ROOT}: the slower CPU is "
                                "emulated with it (needs root and cgroup v1)")
+        _sweep_stale()
         self.path.mkdir(exist_ok=True)
         (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
         (self.path / "cpu.cfs_quota_us").write_text(str(self.quota_us))
@@ -50,9 +52,70 @@ class CpuQuota:
         return 0.0
 
     def __exit__(self, *exc) -> None:
+        if not self.path.exists():
+            return
         for tid in (self.path / "tasks").read_text().split():
             try:
                 (ROOT / "tasks").write_text(tid)
             except OSError:  # the thread has ended
                 pass
         self.path.rmdir()
+
+
+def _sweep_stale() -> None:
+    """Remove the empty groups left by a process of ours that was killed."""
+    for group in ROOT.glob("cascade-*-*"):
+        pid = group.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                group.rmdir()
+            except OSError:  # still has threads in it
+                pass
+
+
+class SlowCpu:
+    """Emulate a CPU whose every core is ``fraction`` as fast: each thread of this
+    process gets a cgroup of its own with a quota of ``fraction`` of one core. (One
+    quota shared by the process would let a lone thread run at full speed on a
+    multi-core budget, or starve two busy threads.) Threads started later are found
+    within ``scan_s`` by a watcher and given theirs; a new thread runs in its
+    creator's group until then."""
+
+    def __init__(self, fraction: float, scan_s: float = 0.05):
+        self.fraction, self.scan_s = fraction, scan_s
+        self._groups: dict[int, CpuQuota] = {}
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def __enter__(self) -> "SlowCpu":
+        self._assign()
+        self._watcher = threading.Thread(target=self._watch, name="slow-cpu", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _assign(self) -> None:
+        for name in os.listdir("/proc/self/task"):
+            tid = int(name)
+            if tid not in self._groups:
+                group = CpuQuota(self.fraction, f"cascade-slow-t{tid}").__enter__()
+                try:
+                    group.add_thread(tid)
+                except OSError:  # the thread has just ended
+                    group.__exit__()
+                    continue
+                self._groups[tid] = group
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.scan_s):
+            self._assign()
+
+    def throttled_s(self) -> float:
+        return sum(g.throttled_s() for g in self._groups.values())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        for group in self._groups.values():
+            group.__exit__()
+        self._groups.clear()

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from eval.corpus import load_manifest
-from eval.cpu_quota import CpuQuota
+from eval.cpu_quota import CpuQuota, SlowCpu
 from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
@@ -172,13 +172,24 @@ def sentence_gaps(turns: list[dict[str, Any]]) -> dict[str, Any]:
             "multi_chunk_replies": len(multi)}
 
 
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
+
+
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
+    """The CPU, its ISA flags that matter to the models' kernels, and its clock, so that
+    figures from different machines are never compared blind."""
+    cpu, flags, mhz = "unknown", set(), None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and cpu == "unknown":
+                cpu = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+            elif key == "cpu MHz" and mhz is None:
+                mhz = float(value)
     except OSError:
         pass
     import os
@@ -190,7 +201,8 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cores": os.cpu_count(), "versions": versions}
+            "cores": os.cpu_count(), "isa": [f for f in ISA_FLAGS if f in flags], "mhz": mhz,
+            "versions": versions}
 
 
 def plot(turns: list[dict[str, Any]], out: Path) -> None:
@@ -242,10 +254,19 @@ def plot(turns: list[dict[str, Any]], out: Path) -> None:
 
 def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
            out: Path = OUT, llm_cpu: Optional[float] = None,
-           switches: Optional[list[str]] = None) -> dict[str, Any]:
+           switches: Optional[list[str]] = None, slow: Optional[float] = None) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
     (the naive cascade is then left out); ``llm_cpu``: the LLM gets this fraction of
-    one core (see :mod:`eval.cpu_quota`)."""
+    one core; ``slow``: every thread gets this fraction of a core, an emulated slower
+    CPU (see :mod:`eval.cpu_quota`)."""
+    with SlowCpu(slow) if slow else contextlib.nullcontext():
+        return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,
+                       switches, slow)
+
+
+def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
+            out: Path, llm_cpu: Optional[float], switches: Optional[list[str]],
+            slow: Optional[float]) -> dict[str, Any]:
     from tqdm import tqdm
 
     base = load_config(config_path)
@@ -279,6 +300,7 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
     summary: dict[str, Any] = {
         "config": config_path,
         "llm_cpu_fraction": llm_cpu,
+        "cpu_fraction": slow or 1.0,
         "v2v_ms": summarize(full_turns),
         "turns": len(full_turns),
         "under_500ms_share": under_share(full_turns),
@@ -353,7 +375,9 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"V2V p50 **{_ms(v['p50'])} ms**, p90 {_ms(v['p90'])} ms, max {_ms(v['max'])} ms; "
         f"{summary['under_500ms_share'] * 100:.0f}% of turns under 500 ms."
         + (f" The LLM had {summary['llm_cpu_fraction']:g} of one core (a slower LLM)."
-           if summary["llm_cpu_fraction"] else ""), "",
+           if summary["llm_cpu_fraction"] else "")
+        + (f" Emulated slower CPU: every thread at {summary['cpu_fraction']:g} of a core."
+           if summary["cpu_fraction"] != 1.0 else ""), "",
         "V2V runs from the true end of the user's speech (measured from the clip's audio) to "
         "the first reply sample reaching the output; each phase row is that stage's own "
         "duration (the ASR from when it got the audio, which is at the first pause when the "
@@ -407,7 +431,8 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                       + ", ".join(summary["ablation_not_applicable"]) + "."]
     m = summary["machine"]
     lines += ["", "## Machine and versions", "",
-              f"{m['cpu']}, {m['cores']} cores; {m['platform']}; Python {m['python']}",
+              f"{m['cpu']}, {m['cores']} cores, {m['mhz']} MHz, ISA: {', '.join(m['isa'])}; "
+              f"{m['platform']}; Python {m['python']}",
               "", ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
               "", f"Run time: {summary['elapsed_s']:.0f} s.",
               "", "## Config used", "", "```yaml",
@@ -427,12 +452,15 @@ def main() -> None:
     ap.add_argument("--switches", nargs="+", metavar="WORD",
                     help="ablate only the switches whose name contains one of these words "
                     "(e.g. ahead); the naive cascade is then left out")
+    ap.add_argument("--slow", type=float, metavar="FRACTION",
+                    help="emulate a slower CPU: every thread gets this fraction of a core "
+                    "(cgroup v1 CPU quotas), e.g. 0.4 for a CPU 2.5x slower")
     ap.add_argument("--llm-cpu", type=float, metavar="FRACTION",
                     help="give the LLM only this fraction of one core (cgroup v1 CPU quota on "
                     "its thread): a slower LLM, e.g. to measure the gap between sentences")
     args = ap.parse_args()
     summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
-                     args.out, llm_cpu=args.llm_cpu, switches=args.switches)
+                     args.out, llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
 
