@@ -58,7 +58,8 @@ test: $(TEST_STAMP)
 
 # Latency report (eval/out/): CONFIG=... to choose the profile, ABLATION=1 to
 # replay the conversation with each latency switch off in turn and as a naive cascade.
-# SLOW=0.4 emulates a CPU 2.5x slower: every thread gets 40% of a core (cgroup v1 quotas).
+# SLOW=0.4: an emulated slower CPU, every thread at 40% of a core (cgroup v1 quotas); check
+# the slow-down with `eval.bench_asr --slow 0.4` (here: 2.9x short window, 3.3x standard).
 ABLATION ?=
 SLOW ?=
 report: install

@@ -454,7 +454,7 @@ def main() -> None:
                     "(e.g. ahead); the naive cascade is then left out")
     ap.add_argument("--slow", type=float, metavar="FRACTION",
                     help="emulate a slower CPU: every thread gets this fraction of a core "
-                    "(cgroup v1 CPU quotas), e.g. 0.4 for a CPU 2.5x slower")
+                    "(cgroup v1 CPU quotas); eval.bench_asr --slow shows the slow-down it gives")
     ap.add_argument("--llm-cpu", type=float, metavar="FRACTION",
                     help="give the LLM only this fraction of one core (cgroup v1 CPU quota on "
                     "its thread): a slower LLM, e.g. to measure the gap between sentences")
