@@ -52,9 +52,11 @@ class PipelineSettings(Strict):
         "synthesizes the next while this one plays (off: a stage works only when the next "
         "asks).")
     sentences_ahead: int = Field(
-        4, ge=1, description="run_ahead: most finished sentences the LLM may be ahead of the TTS.")
+        1, ge=1, description="run_ahead: most finished sentences the LLM may be ahead of the "
+        "TTS. One is enough to keep the TTS fed; deeper, the LLM and the TTS saturate both "
+        "cores as playback starts, and a barge-in over the reply is heard later.")
     chunks_ahead: int = Field(
-        2, ge=1, description="run_ahead: most synthesized chunks the TTS may be ahead of playback.")
+        1, ge=1, description="run_ahead: most synthesized chunks the TTS may be ahead of playback.")
     first_clause: bool = Field(
         True, description="The first chunk of a reply may end at a clause (comma, dash, "
         "colon, semicolon) so that speech starts sooner; later chunks are whole sentences.")
