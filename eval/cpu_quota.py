@@ -4,7 +4,7 @@
 one core, with a short period (1 ms, or the shortest that keeps the quota at the
 kernel's 1 ms minimum) so that throttling stays fine-grained. Threads are moved
 into it one by one (a stage's worker thread: threads it starts later inherit the
-group), or a whole process. On exit everything is moved back and the group is
+group). On exit everything is moved back and the group is
 removed. Needs root and cgroup v1 (``/sys/fs/cgroup/cpu``); the error says so.
 """
 from __future__ import annotations
@@ -39,9 +39,6 @@ class CpuQuota:
 
     def add_thread(self, tid: int) -> None:
         (self.path / "tasks").write_text(str(tid))
-
-    def add_process(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
 
     def throttled_s(self) -> float:
         """Time the group's members spent throttled, in seconds."""

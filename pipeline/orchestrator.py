@@ -27,11 +27,11 @@ from . import clock
 from .config import CascadeConfig
 from .console import Console
 from .conversation import Conversation
-from .errors import CascadeError, StageError
+from .errors import CascadeError
 from .events import (AudioFrame, ChatMessage, LLMRequest, SpeechEnded, SpeechPaused,
                      SpeechResumed, SpeechStarted, Transcript)
 from .observers import ConsoleObserver, LogObserver, Observer, Observers
-from .reply import ReplyChain
+from .reply import ReplyChain, naming
 from .session_log import SessionLog
 from .sinks import AudioSink
 from .stages import Stages
@@ -161,47 +161,41 @@ class Orchestrator:
         self.observers.status("thinking")
 
     async def _barge_in(self, started: SpeechStarted) -> None:
-        """New user speech: cut the previous turn if it is still working or playing,
-        then record it with what was heard."""
+        """New user speech: cut the previous turn if it is still working or playing."""
+        await self._end_turn(stop_playback=True, speech_started=started.t)
+
+    async def _close(self, stopped: bool) -> None:
+        """The session ends. At the end of the input a finished reply may play out;
+        when the session is stopped (Ctrl-C, SIGTERM, an error), playback stops too."""
+        await self._end_turn(stop_playback=stopped, prefill=False)
+
+    async def _end_turn(self, stop_playback: bool, speech_started: Optional[float] = None,
+                        prefill: bool = True) -> None:
+        """Record the newest turn now: work still running is cut, playback is silenced
+        first if ``stop_playback``, and a turn cut before its transcript is transcribed,
+        so that what the user said is kept."""
         turn, self._turn = self._turn, None
         if turn is None:
             return
         cut = turn.computing
         if cut:
             turn.task.cancel()  # takes effect at its next await, after the stop below
-        if cut or self.sink.busy_until() > clock.now() + 1e-3:
+        if cut or (stop_playback and self.sink.busy_until() > clock.now() + 1e-3):
             turn.played = await self.sink.stop(turn.turn_id)  # silence it first
-            if turn.played.stopped_at is not None and not turn.played.complete:
+            if (speech_started is not None and turn.played.stopped_at is not None
+                    and not turn.played.complete):
                 # from the detected speech start to the last reply sample output
-                turn.barge_in_stop_ms = (turn.played.stopped_at - started.t) * 1000
+                turn.barge_in_stop_ms = (turn.played.stopped_at - speech_started) * 1000
         if cut:
             await turn.cancel()
-            if not turn.user_text:  # cut before its transcript: keep what the user said
+            if not turn.user_text:
                 await self._recognize_cut(turn)
-        self._record(turn, cut)
-
-    async def _close(self, stopped: bool) -> None:
-        """The session ends. At the end of the input a finished reply may play out;
-        when the session is stopped (Ctrl-C, SIGTERM, an error), playback stops too.
-        Work still running is cut, and the turn is recorded with what the user said."""
-        turn, self._turn = self._turn, None
-        if turn is None:
-            return
-        cut = await turn.cancel()
-        if cut or (stopped and self.sink.busy_until() > clock.now() + 1e-3):
-            turn.played = await self.sink.stop(turn.turn_id)
-        if cut and not turn.user_text:
-            await self._recognize_cut(turn)
-        self._record(turn, cut, prefill=False)
+        self._record(turn, cut, prefill)
 
     # ---- one turn -----------------------------------------------------------------
     async def _recognize(self, turn: Turn) -> Transcript:
-        try:
+        with naming("asr"):
             transcript = await self.stages.asr.recognize(turn.ended)
-        except (asyncio.CancelledError, CascadeError):
-            raise
-        except Exception as err:
-            raise StageError("asr", f"{type(err).__name__}: {err}") from err
         turn.user_text, turn.language = transcript.text, transcript.language
         return transcript
 
@@ -228,18 +222,14 @@ class Orchestrator:
         if not transcript.text:
             turn.finish("no_speech")
             return
-        try:
+        with naming("llm", "building the prompt: "):  # the chat template, the tokenizer
             messages = await self.conversation.prompt(transcript.text, transcript.language)
-        except Exception as err:  # the chat template or the tokenizer
-            raise StageError("llm", f"building the prompt: {type(err).__name__}: {err}") from err
         request = LLMRequest(turn.turn_id, clock.now(), messages)
         async with aclosing(self.reply.audio(request, tl.mark)) as chunks:
             async for chunk in chunks:
                 await turn.gate.wait()  # a speculative turn plays from its endpoint on
-                try:
+                with naming("output"):
                     start = await self.sink.play(chunk)
-                except Exception as err:
-                    raise StageError("output", f"{type(err).__name__}: {err}") from err
                 first = turn.add(chunk, start)
                 if first:
                     tl.mark("playback_start", start)

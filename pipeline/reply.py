@@ -14,8 +14,8 @@ error in any stage reaches the consumer, named after its stage.
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
-from typing import AsyncIterator, Callable, TypeVar
+from contextlib import aclosing, contextmanager
+from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 from . import clock
 from .errors import CascadeError, StageError
@@ -26,21 +26,29 @@ T = TypeVar("T")
 _END = object()
 
 
+@contextmanager
+def naming(stage: str, doing: str = "") -> Iterator[None]:
+    """A backend failure inside becomes a StageError naming the stage (and what it was
+    doing); cancellation and errors that already name their culprit pass through."""
+    try:
+        yield
+    except (asyncio.CancelledError, CascadeError):
+        raise
+    except Exception as err:
+        raise StageError(stage, f"{doing}{type(err).__name__}: {err}") from err
+
+
 async def guard(stage: str, events: AsyncIterator[T],
                 on_first: Callable[[T], None] = lambda item: None) -> AsyncIterator[T]:
     """Name the stage in any failure, and report the first item."""
     first = True
-    try:
+    with naming(stage):
         async with aclosing(events) as it:
             async for item in it:
                 if first:
                     on_first(item)
                     first = False
                 yield item
-    except (asyncio.CancelledError, CascadeError):
-        raise
-    except Exception as err:  # a backend failure becomes a StageError naming the stage
-        raise StageError(stage, f"{type(err).__name__}: {err}") from err
 
 
 async def run_ahead(source: AsyncIterator[T], maxsize: int, name: str) -> AsyncIterator[T]:

@@ -91,10 +91,6 @@ class Turn:
             return self.played.text
         return " ".join(q.text for q in self.queued).strip()
 
-    @property
-    def playback_end(self) -> float:
-        return max((q.end for q in self.queued), default=0.0)
-
     def sentence_gaps_ms(self) -> list[float]:
         """Silence between consecutive chunks of the reply as placed on the output."""
         return [max(0.0, (b.start - a.end) * 1000) for a, b in zip(self.queued, self.queued[1:])]
