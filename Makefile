@@ -16,13 +16,14 @@ TEST_STAMP := $(VENV)/.installed-test
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 # Runtime: what `make run` needs.
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	$(MAKE) system-deps PKGS="$(SYSTEM_PKGS)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --no-cache-dir --no-deps \
 	  $$(grep -E '^llama_cpp_python==' requirements.txt | cut -d' ' -f1)
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	touch $@
 
 # Tests: also pytest, llama.cpp's server and the optional Coqui extra (torch).

@@ -29,6 +29,7 @@ from pipeline.events import ChatMessage
 
 OUT = Path(__file__).resolve().parent / "out"
 THRESHOLDS = (-1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -6.0)
+ACOUSTIC_THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 
 def unfinished_text(text: str) -> bool:
@@ -41,6 +42,7 @@ def main() -> None:
     from faster_whisper import WhisperModel
 
     from stages.asr_faster_whisper import resolve_model
+    from stages.eot_smart_turn import SmartTurn
     from stages.llm_llama_cpp import LlamaCppLLM
 
     config = load_config("configs/default.yaml")
@@ -49,6 +51,8 @@ def main() -> None:
     whisper = WhisperModel(str(resolve_model(config.asr.model)), device="cpu",
                            compute_type="int8", cpu_threads=2)
     system = ChatMessage("system", config.llm.system_prompt)
+    smart_turn = SmartTurn()
+    smart_turn.load()
     rows, cpu_ms = [], []
     for clip in load_manifest():
         if clip.duration_s > 12:
@@ -69,9 +73,15 @@ def main() -> None:
             t0 = time.process_time()
             scores.append(llm.end_of_turn_logprob((system, ChatMessage("user", text))))
             cpu_ms.append((time.process_time() - t0) * 1000)
+        # the acoustic signal on the audio a pause would give: up to the last word + 96 ms
+        heard = [audio[:int((words[-1].end + 0.096) * 16000)],
+                 audio[:int((cut_at + 0.096) * 16000)]]
+        acoustic = [smart_turn.probability(a) for a in heard]
         rows.append({"clip": clip.id, "whole": whole, "whole_logprob": scores[0], "cut": cut,
-                     "cut_logprob": scores[1]})
-        print(f"{clip.id:40s} whole {scores[0]:6.2f}  cut {scores[1]:6.2f}  {cut[-40:]!r}")
+                     "cut_logprob": scores[1], "whole_smart_turn": acoustic[0],
+                     "cut_smart_turn": acoustic[1]})
+        print(f"{clip.id:40s} whole {scores[0]:6.2f} {acoustic[0]:.2f}  cut {scores[1]:6.2f} "
+              f"{acoustic[1]:.2f} {cut[-40:]!r}")
     table = []
     for th in THRESHOLDS:
         whole_ok = sum(r["whole_logprob"] >= th and not unfinished_text(r["whole"]) for r in rows)
@@ -80,14 +90,26 @@ def main() -> None:
         table.append({"threshold": th, "whole_judged_complete": whole_ok / len(rows),
                       "cut_judged_complete": cut_ok / len(rows),
                       "cut_judged_complete_with_text_rule": cut_ok_rule / len(rows)})
+    acoustic_table = []
+    for th in ACOUSTIC_THRESHOLDS:
+        acoustic_table.append({
+            "threshold": th,
+            "whole_judged_complete": sum(r["whole_smart_turn"] >= th for r in rows) / len(rows),
+            "cut_judged_complete": sum(r["cut_smart_turn"] >= th for r in rows) / len(rows)})
     result = {"clips": len(rows), "cpu_ms_per_estimate": percentiles(cpu_ms), "table": table,
-              "rows": rows}
+              "smart_turn_table": acoustic_table,
+              "smart_turn_cpu_ms": percentiles(smart_turn.cpu_ms), "rows": rows}
     print(f"\n{len(rows)} clips; CPU per estimate p50 {result['cpu_ms_per_estimate']['p50']:.0f} ms")
     print("| log P threshold | whole judged complete | cut judged complete | with the text rule |")
     print("|---:|---:|---:|---:|")
     for r in table:
         print(f"| {r['threshold']:g} | {r['whole_judged_complete']:.0%} | "
               f"{r['cut_judged_complete']:.0%} | {r['cut_judged_complete_with_text_rule']:.0%} |")
+    print("\n| Smart Turn threshold | whole judged complete | cut judged complete |")
+    print("|---:|---:|---:|")
+    for r in acoustic_table:
+        print(f"| {r['threshold']:g} | {r['whole_judged_complete']:.0%} | "
+              f"{r['cut_judged_complete']:.0%} |")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "eot.json").write_text(json.dumps(result, indent=2))
     asyncio.run(llm.aclose())

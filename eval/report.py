@@ -33,6 +33,7 @@ import yaml
 
 from eval.corpus import load_manifest
 from eval.cpu_quota import CpuQuota, SlowCpu
+from eval.pauses import pauses_benchmark, render as render_pauses
 from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
@@ -48,6 +49,9 @@ OUT = Path(__file__).resolve().parent / "out"
 
 # Every latency switch, and how to turn it off.
 SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
+    "adaptive end of turn (off: fixed vad.min_silence_ms)": {"pipeline": {"endpointing": "fixed"}},
+    "acoustic end of turn (Smart Turn)": {"pipeline": {"acoustic_eot": False}},
+    "semantic end of turn (LLM end-of-turn probability)": {"pipeline": {"semantic_eot": False}},
     "speculative end of turn": {"pipeline": {"speculative": False}},
     "short-window ASR": {"asr": {"short_window": False}},
     "first-clause TTS (clause or 6-word first chunk)": {"pipeline": {"first_clause": False}},
@@ -254,19 +258,20 @@ def plot(turns: list[dict[str, Any]], out: Path) -> None:
 
 def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
            out: Path = OUT, llm_cpu: Optional[float] = None,
-           switches: Optional[list[str]] = None, slow: Optional[float] = None) -> dict[str, Any]:
+           switches: Optional[list[str]] = None, slow: Optional[float] = None,
+           pauses: bool = True) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
     (the naive cascade is then left out); ``llm_cpu``: the LLM gets this fraction of
     one core; ``slow``: every thread gets this fraction of a core, an emulated slower
     CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
         return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,
-                       switches, slow)
+                       switches, slow, pauses)
 
 
 def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
             out: Path, llm_cpu: Optional[float], switches: Optional[list[str]],
-            slow: Optional[float]) -> dict[str, Any]:
+            slow: Optional[float], pauses: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     base = load_config(config_path)
@@ -292,6 +297,10 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
             bar.set_postfix_str(name)
             results[name] = asyncio.run(run_conversation(apply(base, over), clips[:n], seed, bar,
                                                          llm_cpu))
+    pauses_result = None
+    if pauses:  # the end of turn on utterances with inner pauses, and the fixed silence
+        print("pauses benchmark: the configured end of turn, then the fixed silence")
+        pauses_result = pauses_benchmark(base)
     elapsed = time.perf_counter() - t_start
 
     full = results["full pipeline"]
@@ -349,6 +358,9 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         summary["naive_v2v_ms"] = {"p50": None, "p90": None}
         summary["speedup_vs_naive_p50"] = None
 
+    if pauses_result is not None:
+        summary["pauses"] = {k: v for k, v in pauses_result.items() if k != "detail"}
+        (out / "pauses.json").write_text(json.dumps(pauses_result, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     with open(out / "turns.jsonl", "w") as f:
         for name, res in results.items():
@@ -356,7 +368,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
                 f.write(json.dumps({"variant": name, **t}) + "\n")
     if full_turns:
         plot(full_turns, out)
-    md = render_markdown(summary, base, full_turns)
+    md = render_markdown(summary, base, full_turns, pauses_result)
     (out / "report.md").write_text(md)
     return summary
 
@@ -366,7 +378,7 @@ def _ms(x: Optional[float]) -> str:
 
 
 def render_markdown(summary: dict[str, Any], config: CascadeConfig,
-                    turns: list[dict[str, Any]]) -> str:
+                    turns: list[dict[str, Any]], pauses: Optional[dict[str, Any]] = None) -> str:
     v = summary["v2v_ms"]
     spec = summary["speculation"]
     lines = [
@@ -429,6 +441,15 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         if summary["ablation_not_applicable"]:
             lines += ["", "Not applicable to this profile (no such key): "
                       + ", ".join(summary["ablation_not_applicable"]) + "."]
+    if pauses is not None:
+        lines += ["", "## Pauses: end of turn on utterances with inner pauses", "",
+                  f"{pauses['detail']['adaptive']['utterances']} utterances from the corpus "
+                  "(split at a word boundary with 300/500/800/1200 ms of silence inserted, long "
+                  "sentences with their own pauses, short answers), spoken in real time, with "
+                  "this profile's end of turn and with the fixed silence, same run. Premature: a "
+                  "reply started while the user had more to say; split: two turns of one "
+                  "utterance reached the history; late: V2V over 1 s.", "",
+                  render_pauses(pauses)]
     m = summary["machine"]
     lines += ["", "## Machine and versions", "",
               f"{m['cpu']}, {m['cores']} cores, {m['mhz']} MHz, ISA: {', '.join(m['isa'])}; "
@@ -458,9 +479,11 @@ def main() -> None:
     ap.add_argument("--llm-cpu", type=float, metavar="FRACTION",
                     help="give the LLM only this fraction of one core (cgroup v1 CPU quota on "
                     "its thread): a slower LLM, e.g. to measure the gap between sentences")
+    ap.add_argument("--no-pauses", action="store_true", help="leave out the pauses benchmark")
     args = ap.parse_args()
     summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
-                     args.out, llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow)
+                     args.out, llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow,
+                     pauses=not args.no_pauses)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
 

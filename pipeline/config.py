@@ -69,6 +69,34 @@ class PipelineSettings(Strict):
         True, description="Speculative end of turn: start ASR, then the LLM and TTS, as soon as "
         "silence begins (vad.pause_ms); play when the endpoint is confirmed, discard the work "
         "if speech resumes.")
+    endpointing: Literal["adaptive", "fixed"] = Field(
+        "adaptive", description="fixed: the turn ends after vad.min_silence_ms of silence. "
+        "adaptive (needs speculative): at each pause the speculative turn's audio (Smart Turn) "
+        "and transcript (the LLM's end-of-turn probability) decide how much silence ends the "
+        "turn, from complete_silence_ms to max_silence_ms; if the user goes on after an early "
+        "endpoint, the reply is cut and the utterance is answered once, whole.")
+    complete_silence_ms: int = Field(
+        128, ge=32, description="adaptive: silence that ends an utterance judged complete.")
+    unsure_silence_ms: int = Field(
+        480, ge=32, description="adaptive: silence that ends an utterance when the two signals "
+        "disagree (one says complete, the other not).")
+    max_silence_ms: int = Field(
+        1100, ge=64, description="adaptive: silence that ends an utterance judged unfinished; "
+        "the VAD closes the utterance here, so speech resuming within it is the same turn.")
+    acoustic_eot: bool = Field(
+        True, description="adaptive: use Smart Turn v3.2 (how the user sounds).")
+    smart_turn_complete: float = Field(
+        0.5, gt=0, lt=1, description="Smart Turn probability at or above which the utterance "
+        "sounds complete.")
+    smart_turn_model: Optional[str] = Field(
+        None, description="Path to a Smart Turn v3 ONNX model; null = the copy in the "
+        "pipecat-ai wheel (pip install --no-deps pipecat-ai==1.14.0).")
+    semantic_eot: bool = Field(
+        True, description="adaptive: use the LLM's probability that the user's message ends "
+        "there (llama_cpp backend only; computed on the prompt the reply prefills anyway).")
+    eot_complete_logprob: float = Field(
+        -2.5, le=0, description="Log-probability of the chat template's end-of-turn token at "
+        "or above which the transcript reads complete.")
     warmup: bool = Field(
         True, description="Run one tiny request through every stage at start, so the first "
         "turn is as fast as the later ones.")

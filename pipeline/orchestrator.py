@@ -2,9 +2,15 @@
 
 Audio frames go through the VAD, whose events drive one turn at a time:
 - ``SpeechPaused``: a candidate end of turn; with ``pipeline.speculative`` a turn
-  starts on the audio so far, and waits at its gate before playing;
-- ``SpeechResumed``: the candidate was not the end; its work is cancelled;
-- ``SpeechEnded``: the endpoint; the turn's gate opens (or the turn starts now);
+  starts on the audio so far, and waits at its gate before playing. With
+  ``pipeline.endpointing: adaptive`` it also asks :mod:`pipeline.endpoint` how much
+  silence ends this utterance, and commits itself (an early endpoint) once that
+  silence has passed;
+- ``SpeechResumed``: the candidate was not the end; its work is cancelled. After an
+  early endpoint the turn is reopened: its reply is cut the barge-in way, kept in
+  the log but not in the history, and the utterance goes on, to be answered once;
+- ``SpeechEnded``: the VAD closes the utterance; the turn's gate opens (or the turn
+  starts now), unless an early endpoint already committed it;
 - ``SpeechStarted``: the user speaks; a turn still working or playing is cut
   (barge-in): the sink drops what was not heard and the turn is recorded with
   what was.
@@ -27,6 +33,7 @@ from . import clock
 from .config import CascadeConfig
 from .console import Console
 from .conversation import Conversation
+from .endpoint import EndOfTurn
 from .errors import CascadeError
 from .events import (AudioFrame, ChatMessage, LLMRequest, SpeechEnded, SpeechPaused,
                      SpeechResumed, SpeechStarted, Transcript)
@@ -40,7 +47,8 @@ from .turn import Turn
 
 class Orchestrator:
     def __init__(self, config: CascadeConfig, stages: Stages, sink: AudioSink,
-                 log: SessionLog, console: Console, observers: tuple[Observer, ...] = ()):
+                 log: SessionLog, console: Console, observers: tuple[Observer, ...] = (),
+                 end_of_turn: Optional[EndOfTurn] = None):
         self.config = config
         self.stages = stages
         self.sink = sink
@@ -51,11 +59,17 @@ class Orchestrator:
         self.conversation = Conversation(stages.llm, pc.history_token_budget
                                          if pc.truncate_prompt else None, self.observers.error)
         self.reply = ReplyChain(stages.llm, stages.tts, pc)
+        self.end_of_turn: Optional[EndOfTurn] = None
+        if pc.endpointing == "adaptive" and pc.speculative:
+            self.end_of_turn = end_of_turn or EndOfTurn(
+                pc, stages.llm, stages.vad.config.min_silence_ms / 1000)
+            stages.vad.end_silence_ms = pc.max_silence_ms  # the VAD closes the utterance there
         self._turn: Optional[Turn] = None  # the newest committed turn, not yet recorded
         self._spec: Optional[Turn] = None  # a speculative turn waiting for its endpoint
         self.ready_s: Optional[float] = None
         self.stats = {"speculative_started": 0, "speculative_committed": 0,
-                      "speculative_discarded": 0, "speculative_wasted_s": 0.0}
+                      "speculative_discarded": 0, "speculative_wasted_s": 0.0,
+                      "early_endpoints": 0, "reopened": 0}
 
     @property
     def history(self) -> list[ChatMessage]:
@@ -68,6 +82,10 @@ class Orchestrator:
         self.observers.notice("loading models: " + ", ".join(
             f"{s.kind}={backends[s.kind]['backend']}" for s in self.stages.all()))
         await asyncio.gather(*(s.start() for s in self.stages.all()))
+        if self.end_of_turn is not None:
+            await self.end_of_turn.start()
+            self.observers.notice("end of turn: adaptive (" + ", ".join(
+                self.end_of_turn.signals or ["no signal: fixed silence"]) + ")")
         if self.config.pipeline.warmup:
             for s in self.stages.all():
                 await s.warmup()
@@ -77,6 +95,8 @@ class Orchestrator:
 
     async def aclose(self) -> None:
         await self.conversation.aclose()
+        if self.end_of_turn is not None:
+            self.end_of_turn.aclose()
         for s in self.stages.all():
             await s.aclose()
 
@@ -99,6 +119,7 @@ class Orchestrator:
                         self._speculate(ev)
                 elif isinstance(ev, SpeechResumed):
                     await self._discard_speculative()
+                    await self._reopen(ev)
                 elif isinstance(ev, SpeechEnded):
                     await self._commit(ev)
             if self._turn is not None and self._turn.computing:  # the input is over
@@ -115,8 +136,12 @@ class Orchestrator:
             busy_until = self.sink.busy_until()
             if not frame.assistant_speaking and busy_until > frame.t:
                 frame = dataclasses.replace(frame, assistant_speaking=True)
+            spec = self._spec
+            if spec is not None and spec.commit_at is not None and frame.t >= spec.commit_at:
+                self._commit_early(spec)
             turn = self._turn
-            if turn is not None and not turn.computing and busy_until <= frame.t:
+            if (turn is not None and turn.closed and not turn.computing
+                    and busy_until <= frame.t):
                 self._turn = None
                 self._record(turn)
             yield frame
@@ -140,8 +165,38 @@ class Orchestrator:
             self.stats["speculative_discarded"] += 1
             self.stats["speculative_wasted_s"] += clock.now() - spec.started_at
 
+    def _schedule_commit(self, turn: Turn, at: float) -> None:
+        """The end-of-turn verdict: ``turn`` commits itself once the silence reaches
+        ``at`` (media time), now if it already has."""
+        if self._spec is not turn:
+            return
+        if clock.now() >= at:
+            self._commit_early(turn)
+        else:
+            turn.commit_at = at  # checked on every frame
+
+    def _commit_early(self, turn: Turn) -> None:
+        """An early endpoint: the speculative turn plays, the utterance stays open."""
+        self._spec = None
+        self.stats["speculative_committed"] += 1
+        self.stats["early_endpoints"] += 1
+        turn.early = True
+        self._open(turn, turn.ended)
+
+    async def _reopen(self, resumed: SpeechResumed) -> None:
+        """Speech resumed after an early endpoint: the user was not done."""
+        turn = self._turn
+        if turn is not None and turn.early and not turn.closed and turn.turn_id == resumed.turn_id:
+            self.stats["reopened"] += 1
+            await self._end_turn(stop_playback=True, speech_started=resumed.t, reopened=True)
+
     async def _commit(self, ended: SpeechEnded) -> None:
-        """The endpoint is confirmed: open the speculative turn's gate, or start now."""
+        """The VAD closed the utterance: open the speculative turn's gate, or start now
+        (or, after an early endpoint, only mark the turn closed)."""
+        current = self._turn
+        if current is not None and current.early and current.turn_id == ended.turn_id:
+            current.closed = True
+            return
         if ended.forced:
             self.observers.notice(f"  (turn {ended.turn_id} cut at vad.max_utterance_s="
                                   f"{self.stages.vad.config.max_utterance_s:g})")
@@ -153,9 +208,14 @@ class Orchestrator:
         else:
             await self._discard_speculative()
             turn = self._launch(ended, speculative=False)
+        turn.closed = True
+        self._open(turn, ended)
+
+    def _open(self, turn: Turn, ended: SpeechEnded) -> None:
+        """The turn is the endpoint's: it may play."""
         turn.ended = ended
         turn.timeline.mark("user_speech_end", ended.speech_end)
-        turn.timeline.mark("endpoint", ended.t)
+        turn.timeline.mark("endpoint", clock.now() if turn.early else ended.t)
         turn.gate.set()
         self._turn = turn
         self.observers.status("thinking")
@@ -170,10 +230,12 @@ class Orchestrator:
         await self._end_turn(stop_playback=stopped, prefill=False)
 
     async def _end_turn(self, stop_playback: bool, speech_started: Optional[float] = None,
-                        prefill: bool = True) -> None:
+                        prefill: bool = True, reopened: bool = False) -> None:
         """Record the newest turn now: work still running is cut, playback is silenced
         first if ``stop_playback``, and a turn cut before its transcript is transcribed,
-        so that what the user said is kept."""
+        so that what the user said is kept. A ``reopened`` turn (the user went on after
+        an early endpoint) is logged, not added to the history: its words come back
+        in the whole utterance."""
         turn, self._turn = self._turn, None
         if turn is None:
             return
@@ -188,9 +250,11 @@ class Orchestrator:
                 turn.barge_in_stop_ms = (turn.played.stopped_at - speech_started) * 1000
         if cut:
             await turn.cancel()
-            if not turn.user_text:
+            if not turn.user_text and not reopened:
                 await self._recognize_cut(turn)
-        self._record(turn, cut, prefill)
+        if reopened:
+            turn.finish("reopened")
+        self._record(turn, cut, prefill and not reopened)
 
     # ---- one turn -----------------------------------------------------------------
     async def _recognize(self, turn: Turn) -> Transcript:
@@ -217,13 +281,30 @@ class Orchestrator:
 
     async def _answer(self, turn: Turn) -> None:
         tl = turn.timeline
-        transcript = await self._recognize(turn)
+        deciding = self.end_of_turn is not None and turn.speculative and not turn.gate.is_set()
+        acoustic = self.end_of_turn.acoustic(turn.ended.audio) if deciding else None
+        try:
+            transcript = await self._recognize(turn)
+        except BaseException:
+            if acoustic is not None:
+                acoustic.cancel()
+            raise
         tl.mark("asr_final", transcript.t)
         if not transcript.text:
+            if acoustic is not None:
+                acoustic.cancel()
             turn.finish("no_speech")
             return
         with naming("llm", "building the prompt: "):  # the chat template, the tokenizer
             messages = await self.conversation.prompt(transcript.text, transcript.language)
+        if deciding and turn.gate.is_set():  # the VAD closed the utterance first
+            if acoustic is not None:
+                acoustic.cancel()
+        elif deciding:
+            verdict = await self.end_of_turn.verdict(transcript.text, messages, acoustic)
+            tl.mark("eot_decided")
+            turn.verdict = verdict
+            self._schedule_commit(turn, turn.ended.speech_end + verdict.silence_s)
         request = LLMRequest(turn.turn_id, clock.now(), messages)
         async with aclosing(self.reply.audio(request, tl.mark)) as chunks:
             async for chunk in chunks:
@@ -246,14 +327,17 @@ class Orchestrator:
     def _record(self, turn: Turn, cut: bool = False, prefill: bool = True) -> None:
         """The turn is over: its one status, the history, the log lines."""
         turn.settle(cut)
-        self.conversation.record(turn.user_text, turn.reply_text, turn.language,
-                                 interrupted=turn.status != "answered")
+        if turn.status != "reopened":
+            self.conversation.record(turn.user_text, turn.reply_text, turn.language,
+                                     interrupted=turn.status != "answered")
         timeline = turn.timeline.record(status=turn.status, speculative=turn.speculative,
                                         asr_start=round(turn.started_at, 4),
                                         sentence_gaps_ms=[round(g, 1)
                                                           for g in turn.sentence_gaps_ms()])
         if turn.barge_in_stop_ms is not None:
             timeline["barge_in_stop_ms"] = round(turn.barge_in_stop_ms, 1)
+        if turn.verdict is not None:
+            timeline["end_of_turn"] = turn.verdict.record()
         transcript = {"turn_id": turn.turn_id, "user": turn.user_text,
                       "assistant": turn.reply_text, "status": turn.status,
                       "interrupted": turn.interrupted}

@@ -10,6 +10,7 @@ from . import clock as clock_mod
 from .clock import Clock
 from .config import CascadeConfig
 from .console import Console
+from .endpoint import EndOfTurn
 from .events import AudioFrame
 from .observers import Observer
 from .orchestrator import Orchestrator
@@ -21,13 +22,14 @@ from .stages import Stages, build_stages
 class Session:
     def __init__(self, config: CascadeConfig, make_sink: Callable[[Stages], AudioSink],
                  out_dir: Optional[Path] = None, console: Optional[Console] = None,
-                 stages: Optional[Stages] = None, observers: tuple[Observer, ...] = ()):
+                 stages: Optional[Stages] = None, observers: tuple[Observer, ...] = (),
+                 end_of_turn: Optional[EndOfTurn] = None):
         self.config = config
         self.stages = stages if stages is not None else build_stages(config)
         self.sink = make_sink(self.stages)
         self.log = SessionLog(out_dir)
         self.orchestrator = Orchestrator(config, self.stages, self.sink, self.log,
-                                         console or Console(), observers)
+                                         console or Console(), observers, end_of_turn)
 
     async def __aenter__(self) -> "Session":
         try:

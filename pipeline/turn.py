@@ -16,7 +16,7 @@ from .events import AudioChunk, SpeechEnded
 from .sinks import PlayedText
 from .timeline import TurnTimeline
 
-Status = Literal["pending", "answered", "interrupted", "no_speech", "error"]
+Status = Literal["pending", "answered", "interrupted", "no_speech", "error", "reopened"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class Turn:
     status: Status = "pending"
     error: Optional[str] = None
     barge_in_stop_ms: Optional[float] = None
+    early: bool = False  # committed by an early (adaptive) endpoint
+    closed: bool = False  # the VAD closed its utterance: the user cannot go on with it
+    commit_at: Optional[float] = None  # adaptive: commits itself once the silence reaches it
+    verdict: Optional[Any] = None  # the end-of-turn verdict (pipeline.endpoint.Verdict)
 
     def __post_init__(self) -> None:
         self.timeline = TurnTimeline(self.turn_id)

@@ -75,6 +75,9 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         super().__init__(config)
         self._session = None
         self.turns = 0  # utterances seen: the turn ids the orchestrator uses
+        # set by an adaptive endpoint: the silence that closes an utterance (instead of
+        # min_silence_ms); the orchestrator ends the turn earlier when it is complete
+        self.end_silence_ms: Optional[int] = None
 
     def _load(self) -> None:
         import onnxruntime
@@ -112,7 +115,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
     async def process(self, frames: AsyncIterator[AudioFrame]):
         cfg = self.config
         pad = _frames(cfg.speech_pad_ms)
-        min_silence, pause = _frames(cfg.min_silence_ms), _frames(cfg.pause_ms)
+        min_silence = _frames(self.end_silence_ms or cfg.min_silence_ms)
+        pause = _frames(cfg.pause_ms)
         min_speech_normal, min_speech_barge = (_frames(cfg.min_speech_ms),
                                                _frames(cfg.barge_in_min_speech_ms))
         barge_threshold = cfg.barge_in_threshold or cfg.threshold
@@ -167,7 +171,10 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
             utterance.append(frame.samples)
             # Hysteresis: inside speech a frame above neg_threshold is still speech;
             # once paused, only a frame above threshold resumes it.
-            if p >= (cfg.threshold if paused else cfg.low):
+            # Once paused while the reply plays (an early endpoint), the bar to resume
+            # is the barge-in one: the assistant's own voice must not reopen the turn.
+            resume = barge_threshold if frame.assistant_speaking else cfg.threshold
+            if p >= (resume if paused else cfg.low):
                 last_voiced_end = frame.t
                 silence_run = 0
                 if paused:

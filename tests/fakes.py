@@ -137,14 +137,17 @@ class FakeTTS(FakeStage):
                           sample_rate=self.sample_rate, sentence_index=s.index, text=s.text)
 
 
-def fake_session(config, stages, out_dir=None, sink=None):
-    """A session of these stages writing to a FileSink (or ``sink``)."""
+def fake_session(config, stages, out_dir=None, sink=None, end_of_turn=None):
+    """A session of these stages writing to a FileSink (or ``sink``). The scripted VAD
+    decides the endpoint (a fixed silence) unless ``end_of_turn`` gives the verdicts."""
     from pipeline.console import Console
     from pipeline.session import Session
     from pipeline.sinks import FileSink
 
+    if end_of_turn is None:
+        config = config.replace(pipeline={"endpointing": "fixed"})
     return Session(config, lambda st: sink or FileSink(16000), out_dir, Console(quiet=True),
-                   stages=stages)
+                   stages=stages, end_of_turn=end_of_turn)
 
 
 def run_session(session, seconds: float, tail_s: float = 0.5) -> None:

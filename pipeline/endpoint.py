@@ -1,0 +1,100 @@
+"""The adaptive end of turn: how much silence ends this utterance.
+
+At each pause the speculative turn asks :class:`EndOfTurn` for a verdict. Two
+signals vote that the user is done:
+- acoustic: Smart Turn v3.2 on the audio so far (:mod:`stages.eot_smart_turn`),
+  started with the ASR, on its own thread;
+- semantic: the LLM's log-probability of its chat template's end-of-turn token
+  right after the transcript (the tokens the reply prefills anyway).
+A transcript that trails off ("and we...", "four of f-", a final comma) is never
+complete. Two votes: ``complete_silence_ms``; one: ``unsure_silence_ms``; none:
+``max_silence_ms`` (where the VAD closes the utterance). With one signal enabled,
+its vote alone decides between the complete and the maximal silence.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .config import PipelineSettings
+from .errors import CascadeError
+from .events import ChatMessage
+from .worker import Worker
+
+
+def unfinished_text(text: str) -> bool:
+    """Whisper marks speech that trails off: "He was not an ill...", "four of f-"."""
+    return text.rstrip().endswith(("...", "…", "-", ",", ":"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    silence_s: float  # silence after the last voiced sample that ends the turn
+    acoustic: Optional[float]  # Smart Turn's P(complete)
+    semantic: Optional[float]  # log P(end of the user's message)
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        return {"silence_ms": round(self.silence_s * 1000), "reason": self.reason,
+                "smart_turn": None if self.acoustic is None else round(self.acoustic, 3),
+                "eot_logprob": None if self.semantic is None else round(self.semantic, 3)}
+
+
+class EndOfTurn:
+    def __init__(self, pc: PipelineSettings, llm: Any, fixed_s: float):
+        """``fixed_s``: the silence used when no signal is on (vad.min_silence_ms)."""
+        self.pc, self.llm, self.fixed_s = pc, llm, fixed_s
+        self.semantic = pc.semantic_eot and hasattr(llm, "end_of_turn_logprob")
+        self.smart_turn = None
+        if pc.acoustic_eot:
+            from stages.eot_smart_turn import SmartTurn
+            self.smart_turn = SmartTurn(pc.smart_turn_model)
+            self._worker = Worker("smart-turn")
+
+    @property
+    def signals(self) -> list[str]:
+        return [name for name, on in (("Smart Turn", self.smart_turn is not None),
+                                      ("LLM end-of-turn", self.semantic)) if on]
+
+    async def start(self) -> None:
+        if self.smart_turn is not None:
+            await self._worker.call(self.smart_turn.load)
+            await self._worker.call(self.smart_turn.probability, np.zeros(16000, np.float32))
+            self.smart_turn.cpu_ms.clear()  # the warm-up is not a turn's
+
+    def aclose(self) -> None:
+        if self.smart_turn is not None:
+            self._worker.shutdown()
+
+    def acoustic(self, audio: np.ndarray) -> Optional["asyncio.Future[float]"]:
+        """Start the acoustic estimate (it runs beside the ASR)."""
+        if self.smart_turn is None:
+            return None
+        return asyncio.ensure_future(self._worker.call(self.smart_turn.probability, audio))
+
+    async def verdict(self, text: str, messages: Sequence[ChatMessage],
+                      acoustic: Optional["asyncio.Future[float]"]) -> Verdict:
+        pc = self.pc
+        p = await acoustic if acoustic is not None else None
+        if unfinished_text(text):
+            return Verdict(pc.max_silence_ms / 1000, p, None, "trails off")
+        lp = None
+        if self.semantic:
+            try:
+                lp = await self.llm.worker.call(self.llm.end_of_turn_logprob, messages)
+            except Exception as err:  # noqa: BLE001 - a template without an end token
+                raise CascadeError(f"llm: end-of-turn probability: {err}") from err
+        votes = [v for v in ((p >= pc.smart_turn_complete) if p is not None else None,
+                             (lp >= pc.eot_complete_logprob) if lp is not None else None)
+                 if v is not None]
+        if not votes:
+            return Verdict(self.fixed_s, p, lp, "no signal")
+        yes = sum(votes)
+        if yes == len(votes):
+            return Verdict(pc.complete_silence_ms / 1000, p, lp, "complete")
+        if yes:
+            return Verdict(pc.unsure_silence_ms / 1000, p, lp, "unsure")
+        return Verdict(pc.max_silence_ms / 1000, p, lp, "unfinished")

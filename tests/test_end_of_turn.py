@@ -1,0 +1,209 @@
+"""The adaptive end of turn: the verdict on real clips (Smart Turn, the LLM's
+end-of-turn probability, real ASR), early commit and reopen with scripted timings,
+reopen and merge end to end in file mode, and the pauses benchmark's counting."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from eval.pauses import Item, build_items, score
+from eval.scripted import UserTurn
+from pipeline import clock
+from pipeline.audio import read_wav, write_wav
+from pipeline.console import Console
+from pipeline.endpoint import EndOfTurn, Verdict, unfinished_text
+from pipeline.events import ChatMessage, SpeechEnded
+from pipeline.filemode import run_file
+from pipeline.stages import Stages
+from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD, fake_session, run_session
+
+CLIP = "vctk-valentini_p287_005_clean"  # "She can scoop these things into three red bags, and we will go meet her Wednesday at the train station."
+
+
+def clip(corpus, cid):
+    return next(c for c in corpus if c.id == cid)
+
+
+def words(asr, audio):
+    from faster_whisper import WhisperModel  # noqa: F401 - the stage's own model below
+    segments, _ = asr._model.transcribe(audio, language="en", word_timestamps=True, beam_size=1)
+    return [w for s in segments for w in s.words]
+
+
+def test_text_that_trails_off_is_unfinished():
+    assert unfinished_text("three red bags and we...")
+    assert unfinished_text("four of f-") and unfinished_text("When the sunlight strikes,")
+    assert not unfinished_text("Please call Stella.") and not unfinished_text("ten of clubs")
+
+
+def test_a_complete_sentence_gets_a_short_endpoint_and_the_same_sentence_cut_a_long_one(
+        default_config, corpus, asr, llm):
+    pc = default_config.pipeline
+    audio = read_wav(clip(corpus, CLIP).path)
+    ws = words(asr, audio)
+    cut_at = ws[len(ws) // 2 - 1].end  # mid-clause, at a word boundary
+    eot = EndOfTurn(pc, llm, fixed_s=0.288)
+
+    async def verdict(heard):
+        text = (await asr.recognize(SpeechEnded(1, 0.0, 0.0, heard))).text
+        messages = (ChatMessage("system", default_config.llm.system_prompt),
+                    ChatMessage("user", text))
+        return text, await eot.verdict(text, messages, eot.acoustic(heard))
+
+    asyncio.run(eot.start())
+    try:
+        # what a pause gives: the audio up to the last voiced sample plus the VAD's padding
+        whole_text, whole = asyncio.run(verdict(audio[:int((ws[-1].end + 0.096) * 16000)]))
+        cut_text, cut = asyncio.run(verdict(audio[:int((cut_at + 0.096) * 16000)]))
+    finally:
+        eot.aclose()
+    assert whole.reason == "complete", (whole_text, whole)
+    assert whole.silence_s == pytest.approx(pc.complete_silence_ms / 1000)
+    assert whole.acoustic > 0.5 and cut.acoustic < 0.5, (whole, cut)
+    assert cut.silence_s == pytest.approx(pc.max_silence_ms / 1000), (cut_text, cut)
+    assert len(eot.smart_turn.cpu_ms) == 2  # one estimate per pause (not the warm-up)
+
+
+class ScriptedEndOfTurn:
+    """Verdicts with a scripted silence and delay (no model)."""
+    signals = ["scripted"]
+    smart_turn = None
+
+    def __init__(self, silence_s: float, delay_s: float = 0.02):
+        self.silence_s, self.delay_s = silence_s, delay_s
+        self.calls: list[tuple[float, str]] = []
+
+    async def start(self):
+        pass
+
+    def aclose(self):
+        pass
+
+    def acoustic(self, audio):
+        return None
+
+    async def verdict(self, text, messages, acoustic):
+        await asyncio.sleep(self.delay_s)
+        self.calls.append((clock.now(), text))
+        return Verdict(self.silence_s, None, None, "scripted")
+
+
+def adaptive_session(default_config, script, resumes, seconds, eot, **vad):
+    stages = Stages(vad=ScriptedVAD(script, resumes=resumes, **vad), asr=FakeASR(),
+                    llm=FakeLLM(), tts=FakeTTS())
+    s = fake_session(default_config, stages, end_of_turn=eot)
+    run_session(s, seconds)
+    return s
+
+
+def test_a_complete_verdict_commits_before_the_vad_closes_the_utterance(default_config):
+    # the VAD would close it 1 s after the speech; the verdict asks for 0.1 s
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    s = adaptive_session(default_config, [(1.0, 2.0)], (), 8.0, eot, endpoint_s=1.0)
+    [rec] = s.log.timeline
+    # the pause on the frame at 2.08 s, ASR 0.1 s, verdict 0.02 s: by then the silence
+    # asked for (0.1 s) has passed, so the turn commits at once
+    assert rec["endpoint"] == pytest.approx(2.08 + 0.1 + 0.02, abs=1e-3)
+    assert rec["playback_start"] < 2.5 < 3.0  # long before the VAD's close
+    assert s.orchestrator.stats["early_endpoints"] == 1
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+
+
+def test_a_long_verdict_waits_for_its_silence(default_config):
+    eot = ScriptedEndOfTurn(silence_s=0.5)
+    s = adaptive_session(default_config, [(1.0, 2.0)], (), 8.0, eot, endpoint_s=1.0)
+    [rec] = s.log.timeline
+    # committed on the first frame at or after 2.0 + 0.5 s of silence
+    assert 2.5 <= rec["endpoint"] < 2.5 + 0.033
+    assert rec["playback_start"] == pytest.approx(rec["endpoint"], abs=0.033)
+
+
+def test_speech_after_an_early_endpoint_reopens_the_turn_and_answers_it_once(default_config):
+    # a pause at 1.5 s judged complete: the reply starts; the user goes on at 2.2 s
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    s = adaptive_session(default_config, [(1.0, 3.0)], [(1.5, 2.2)], 10.0, eot)
+    orch, log, sink = s.orchestrator, s.log, s.sink
+    assert orch.stats["reopened"] == 1
+    assert [t["status"] for t in log.transcript] == ["reopened", "answered"]
+    assert log.transcript[0]["assistant"]  # the cut reply is kept in the log
+    # the history: one user message, answered once
+    assert [m.role for m in orch.history] == ["user", "assistant"]
+    assert not orch.history[1].interrupted
+    # nothing of the reopened reply plays after the user went on
+    resumed = 2.2 + 1e-6
+    final = log.timeline[1]["playback_start"]
+    assert log.timeline[0]["playback_start"] < resumed < final
+    for p in sink.placed:
+        assert p.end(sink.rate) <= resumed + 0.033 or p.start >= final - 1e-6
+
+
+def test_the_verdict_is_not_computed_when_the_vad_closes_first(default_config):
+    # the ASR takes longer than the VAD's whole silence: no verdict, no extra LLM work
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    stages = Stages(vad=ScriptedVAD([(1.0, 2.0)], endpoint_s=0.2), asr=FakeASR(delay=0.4),
+                    llm=FakeLLM(), tts=FakeTTS())
+    s = fake_session(default_config, stages, end_of_turn=eot)
+    run_session(s, 8.0)
+    assert eot.calls == []
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+
+
+def test_the_pauses_score_counts_premature_split_and_late():
+    class C:  # a clip's id is all the score reads
+        def __init__(self, i):
+            self.id = i
+
+    items = [Item(C("a+800ms"), np.zeros(1), 3.0, "split", 800),
+             Item(C("b"), np.zeros(1), 2.0, "short"),
+             Item(C("c+300ms"), np.zeros(1), 3.0, "split", 300)]
+    users = [UserTurn(items[0].clip, 0.0, 3.0), UserTurn(items[1].clip, 10.0, 12.0),
+             UserTurn(items[2].clip, 20.0, 23.0)]
+    records = [
+        # a: reopened after its reply had started (premature), then answered once
+        {"user_speech_end": 1.2, "status": "reopened", "playback_start": 1.8},
+        {"user_speech_end": 3.0, "status": "answered", "playback_start": 3.4},
+        # b: answered late
+        {"user_speech_end": 12.0, "status": "answered", "playback_start": 13.3},
+        # c: the fixed silence: the first half answered, then the rest (split)
+        {"user_speech_end": 21.0, "status": "interrupted", "playback_start": None},
+        {"user_speech_end": 23.0, "status": "answered", "playback_start": 23.5},
+    ]
+    r = score(users, items, records, 30.0)
+    assert [row["premature"] for row in r["rows"]] == [True, False, False]
+    assert [row["split"] for row in r["rows"]] == [False, False, True]
+    assert [row["late"] for row in r["rows"]] == [False, True, False]
+    assert r["premature_rate"] == pytest.approx(1 / 3) and r["split_utterances"] == 1
+    assert r["late_endpoints"] == 1
+    assert [row["v2v_ms"] for row in r["rows"]] == pytest.approx([400, 1300, 500])
+
+
+def test_a_pause_after_a_complete_clause_is_reopened_and_merged_in_file_mode(
+        tmp_path, corpus, default_config, asr):
+    """Real models, file mode: "...and rather selfish" + 800 ms + "is to be ill-disposed":
+    the first half sounds and reads complete, so its reply starts; the user goes on,
+    and the utterance is answered once, whole."""
+    c = clip(corpus, "librivox_sense-and-sensibility-01-0890")
+    audio = read_wav(c.path)
+    ws = words(asr, audio)
+    i = len(ws) // 2 - 1
+    at = int((ws[i].end + ws[i + 1].start) / 2 * 16000)
+    silence = np.zeros(16000, np.float32)
+    wav = tmp_path / "paused.wav"
+    write_wav(wav, np.concatenate([silence, audio[:at], np.zeros(int(0.8 * 16000), np.float32),
+                                   audio[at:], silence, silence]), 16000)
+    session = asyncio.run(run_file(default_config, wav, tmp_path / "out", fast=True,
+                                   console=Console(quiet=True)))
+    history = session.orchestrator.history
+    statuses = [t["status"] for t in session.log.transcript]
+    assert [m.role for m in history] == ["user", "assistant"], statuses
+    def tokens(text):
+        return {"".join(ch for ch in w if ch.isalnum()) for w in text.lower().split()} - {""}
+
+    said = tokens(history[0].content)
+    for half in (ws[:i + 1], ws[i + 1:]):  # most words of each half, in the one message
+        heard = tokens("".join(w.word for w in half))
+        assert len(heard & said) >= len(heard) / 2, (history[0].content, heard)
+    assert statuses.count("answered") == 1
+    assert session.orchestrator.stats["early_endpoints"] >= 1
