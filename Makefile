@@ -69,9 +69,11 @@ report: install
 
 # Soak: a looped corpus conversation with barge-ins for MINUTES minutes, in real time
 # (eval/out/soak.json, soak.png): RSS, threads, descriptors, V2V drift, lost lines.
+# LIVE=1: the live pipeline through PulseAudio virtual devices (soak-live.json, .png).
 MINUTES ?= 120
 soak: install
-	$(PY) -m eval.soak --config $(CONFIG) --minutes $(MINUTES)
+	$(PY) -m eval.soak --config $(CONFIG) --minutes $(MINUTES) \
+	  $(if $(filter 1 yes true,$(LIVE)),--live)
 
 # Validate a profile, load each stage and run a tiny request through it.
 check: install

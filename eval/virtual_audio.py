@@ -128,6 +128,10 @@ class VirtualRoom:
         """Speak a WAV into the microphone (blocks for its duration)."""
         subprocess.run(["paplay", "-d", self.mic, str(wav)], check=True, env=self._env)
 
+    def play(self, wav: Path) -> subprocess.Popen:
+        """Start speaking a WAV into the microphone; returns at once (the player)."""
+        return subprocess.Popen(["paplay", "-d", self.mic, str(wav)], env=self._env)
+
     def record_speaker(self, path: Path) -> subprocess.Popen:
         p = subprocess.Popen(["parecord", "-d", f"{self.spk}.monitor", "--rate", "16000",
                               "--channels", "1", "--file-format=wav", str(path)], env=self._env)

@@ -97,6 +97,16 @@ class PipelineSettings(Strict):
     eot_complete_logprob: float = Field(
         -2.5, le=0, description="Log-probability of the chat template's end-of-turn token at "
         "or above which the transcript reads complete.")
+    resume_false_interruptions: bool = Field(
+        True, description="When the user's speech stops the reply but the ASR finds no words, "
+        "or only a backchannel (see backchannels), the reply resumes from the start of the "
+        "chunk that was cut instead of being lost; with words, it ends as interrupted.")
+    backchannels: list[str] = Field(
+        default_factory=lambda: ["mm", "mhm", "mmhmm", "mm-hmm", "hmm", "uh-huh", "uh huh",
+                                 "uh", "um", "ah", "oh", "yeah", "yep", "right", "okay", "ok",
+                                 "i see", "sure"],
+        description="What a listener says while listening (compared without case and "
+        "punctuation): it does not take the turn.")
     warmup: bool = Field(
         True, description="Run one tiny request through every stage at start, so the first "
         "turn is as fast as the later ones.")

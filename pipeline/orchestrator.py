@@ -13,7 +13,10 @@ Audio frames go through the VAD, whose events drive one turn at a time:
   starts now), unless an early endpoint already committed it;
 - ``SpeechStarted``: the user speaks; a turn still working or playing is cut
   (barge-in): the sink drops what was not heard and the turn is recorded with
-  what was.
+  what was. With ``pipeline.resume_false_interruptions`` a reply that had started
+  playing is only held: if the new utterance has no words, or only a backchannel
+  ("mm-hmm"), the reply resumes from the chunk it was cut in; with words, it is
+  recorded as interrupted before the new turn's prompt is built.
 
 A turn (:mod:`pipeline.turn`) runs ASR, then the reply chain (:mod:`pipeline.reply`)
 into the sink, and is recorded once its reply has played out, or when it is cut.
@@ -66,10 +69,12 @@ class Orchestrator:
             stages.vad.end_silence_ms = pc.max_silence_ms  # the VAD closes the utterance there
         self._turn: Optional[Turn] = None  # the newest committed turn, not yet recorded
         self._spec: Optional[Turn] = None  # a speculative turn waiting for its endpoint
+        self._held: Optional[Turn] = None  # a reply stopped by speech that may be no words
+        self._backchannels = {_plain(b) for b in pc.backchannels}
         self.ready_s: Optional[float] = None
         self.stats = {"speculative_started": 0, "speculative_committed": 0,
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0,
-                      "early_endpoints": 0, "reopened": 0}
+                      "early_endpoints": 0, "reopened": 0, "resumed": 0}
 
     @property
     def history(self) -> list[ChatMessage]:
@@ -103,7 +108,7 @@ class Orchestrator:
     @property
     def busy(self) -> bool:
         """A turn is being computed (not just played)."""
-        return any(t is not None and t.computing for t in (self._turn, self._spec))
+        return any(t is not None and t.computing for t in (self._turn, self._spec, self._held))
 
     # ---- main loop --------------------------------------------------------------
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
@@ -127,6 +132,7 @@ class Orchestrator:
             ended = True
         finally:
             await self._discard_speculative()
+            await self._drop_held()
             await self._close(stopped=not ended)
 
     async def _watch(self, frames: AsyncIterator[AudioFrame]) -> AsyncIterator[AudioFrame]:
@@ -184,11 +190,15 @@ class Orchestrator:
         self._open(turn, turn.ended)
 
     async def _reopen(self, resumed: SpeechResumed) -> None:
-        """Speech resumed after an early endpoint: the user was not done."""
+        """Speech resumed after an early endpoint: the user was not done (or coughed:
+        a reply already playing is held until the utterance's words are known)."""
         turn = self._turn
         if turn is not None and turn.early and not turn.closed and turn.turn_id == resumed.turn_id:
             self.stats["reopened"] += 1
-            await self._end_turn(stop_playback=True, speech_started=resumed.t, reopened=True)
+            if self._holdable(turn):
+                await self._hold(turn, resumed.t)
+            else:
+                await self._end_turn(stop_playback=True, speech_started=resumed.t, reopened=True)
 
     async def _commit(self, ended: SpeechEnded) -> None:
         """The VAD closed the utterance: open the speculative turn's gate, or start now
@@ -221,8 +231,55 @@ class Orchestrator:
         self.observers.status("thinking")
 
     async def _barge_in(self, started: SpeechStarted) -> None:
-        """New user speech: cut the previous turn if it is still working or playing."""
-        await self._end_turn(stop_playback=True, speech_started=started.t)
+        """New user speech: cut the previous turn if it is still working or playing (or
+        hold it, if its reply has started: the speech may be no words)."""
+        turn = self._turn
+        if turn is not None and turn.closed and self._holdable(turn):
+            await self._hold(turn, started.t)
+        else:
+            await self._end_turn(stop_playback=True, speech_started=started.t)
+
+    def _holdable(self, turn: Turn) -> bool:
+        """A reply that has started playing, and is still playing or being written."""
+        return (self.config.pipeline.resume_false_interruptions and self._held is None
+                and bool(turn.queued)
+                and (turn.computing or self.sink.busy_until() > clock.now() + 1e-3))
+
+    async def _hold(self, turn: Turn, speech_t: float) -> None:
+        """Silence the reply now and keep it, until the new speech's words are known."""
+        if self._turn is turn:
+            self._turn = None
+        turn.gate.clear()  # its next chunk waits; nothing more reaches the sink
+        turn.played = await self.sink.stop(turn.turn_id)
+        if turn.played.stopped_at is not None:
+            turn.barge_in_stop_ms = (turn.played.stopped_at - speech_t) * 1000
+        self._held = turn
+
+    async def _drop_held(self) -> None:
+        """The user said something: the held reply ends, interrupted (or, if the user
+        went on with the utterance it answered, reopened: logged, not in the history)."""
+        held, self._held = self._held, None
+        if held is not None:
+            cut = await held.cancel()
+            if not held.closed:
+                held.finish("reopened")
+            self._record(held, cut, prefill=False)
+
+    async def _resume_held(self, turn: Turn) -> None:
+        """``turn``'s utterance had no words (or a backchannel): it is logged, not
+        answered, and the held reply plays again from the chunk it was cut in."""
+        held, self._held = self._held, None
+        if self._turn is turn:
+            self._turn = None
+        self._record(turn, prefill=False)
+        self.stats["resumed"] += 1
+        for chunk in held.unheard(clock.now()):
+            with naming("output"):
+                held.add(chunk, await self.sink.play(chunk))
+        held.gate.set()
+        self._turn = held
+        self.observers.notice(f"  (turn {turn.turn_id}: no words, the reply goes on)")
+        self.observers.status("speaking")
 
     async def _close(self, stopped: bool) -> None:
         """The session ends. At the end of the input a finished reply may play out;
@@ -290,6 +347,25 @@ class Orchestrator:
                 acoustic.cancel()
             raise
         tl.mark("asr_final", transcript.t)
+        held = self._held
+        if held is not None:
+            # the new words: all of them, or, when the user went on with the utterance
+            # the held reply answers, those after what it answered
+            said = (transcript.text if held.turn_id != turn.turn_id
+                    else _beyond(held.user_text, transcript.text))
+            if said and _plain(said) not in self._backchannels:
+                await self._drop_held()  # recorded before this turn's prompt is built
+            else:  # a false interruption: resume once this utterance is over
+                if acoustic is not None:
+                    acoustic.cancel()
+                turn.finish("backchannel" if said else "no_speech")
+                if deciding:
+                    self._schedule_commit(turn, turn.ended.speech_end
+                                          + self.config.pipeline.complete_silence_ms / 1000)
+                await turn.gate.wait()
+                if self._held is not None:
+                    await self._resume_held(turn)
+                return
         if not transcript.text:
             if acoustic is not None:
                 acoustic.cancel()
@@ -327,7 +403,7 @@ class Orchestrator:
     def _record(self, turn: Turn, cut: bool = False, prefill: bool = True) -> None:
         """The turn is over: its one status, the history, the log lines."""
         turn.settle(cut)
-        if turn.status != "reopened":
+        if turn.status not in ("reopened", "backchannel"):
             self.conversation.record(turn.user_text, turn.reply_text, turn.language,
                                      interrupted=turn.status != "answered")
         timeline = turn.timeline.record(status=turn.status, speculative=turn.speculative,
@@ -347,3 +423,15 @@ class Orchestrator:
         if prefill:
             self.conversation.prefill()
         self.observers.status("listening")
+
+
+def _plain(text: str) -> str:
+    """Lower case, letters, digits, spaces and inner hyphens: "Mm-hmm." -> "mm-hmm"."""
+    kept = "".join(ch if ch.isalnum() or ch in " -" else " " for ch in text.lower())
+    return " ".join(w.strip("-") for w in kept.split()).strip()
+
+
+def _beyond(before: str, after: str) -> str:
+    """The words of ``after`` past as many as ``before`` has (the ASR of a longer stretch
+    of the same utterance)."""
+    return " ".join(_plain(after).split()[len(_plain(before).split()):])

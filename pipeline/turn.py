@@ -16,7 +16,8 @@ from .events import AudioChunk, SpeechEnded
 from .sinks import PlayedText
 from .timeline import TurnTimeline
 
-Status = Literal["pending", "answered", "interrupted", "no_speech", "error", "reopened"]
+Status = Literal["pending", "answered", "interrupted", "no_speech", "error", "reopened",
+                 "backchannel"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Queued:
     text: str
     start: float
     seconds: float
+    chunk: Optional[AudioChunk] = field(default=None, repr=False, compare=False)
 
     @property
     def end(self) -> float:
@@ -85,7 +87,8 @@ class Turn:
     # ---- what it produced -------------------------------------------------------------
     def add(self, chunk: AudioChunk, start: float) -> bool:
         """A chunk was handed to the sink; True if it is the first."""
-        self.queued.append(Queued(chunk.text, start, len(chunk.samples) / chunk.sample_rate))
+        self.queued.append(Queued(chunk.text, start, len(chunk.samples) / chunk.sample_rate,
+                                  chunk))
         return len(self.queued) == 1
 
     @property
@@ -94,6 +97,15 @@ class Turn:
         if self.played is not None:
             return self.played.text
         return " ".join(q.text for q in self.queued).strip()
+
+    def unheard(self, cut: float) -> list[AudioChunk]:
+        """After playback was stopped at ``cut``: forget the chunks not heard whole, and
+        return them, to be played again (a resumed reply restarts the chunk it was cut in)."""
+        heard = [q for q in self.queued if q.end <= cut + 1e-3]
+        rest = [q.chunk for q in self.queued if q.end > cut + 1e-3 and q.chunk is not None]
+        self.queued = heard
+        self.played = None
+        return rest
 
     def sentence_gaps_ms(self) -> list[float]:
         """Silence between consecutive chunks of the reply as placed on the output."""

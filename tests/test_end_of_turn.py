@@ -14,7 +14,7 @@ from pipeline import clock
 from pipeline.audio import read_wav, write_wav
 from pipeline.console import Console
 from pipeline.endpoint import EndOfTurn, Verdict, unfinished_text
-from pipeline.events import ChatMessage, SpeechEnded
+from pipeline.events import ChatMessage, SpeechEnded, Transcript
 from pipeline.filemode import run_file
 from pipeline.stages import Stages
 from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD, fake_session, run_session
@@ -90,8 +90,22 @@ class ScriptedEndOfTurn:
         return Verdict(self.silence_s, None, None, "scripted")
 
 
-def adaptive_session(default_config, script, resumes, seconds, eot, **vad):
-    stages = Stages(vad=ScriptedVAD(script, resumes=resumes, **vad), asr=FakeASR(),
+class SayingASR(FakeASR):
+    """Transcripts in the order of the calls (the same utterance heard longer and longer)."""
+
+    def __init__(self, texts, delay=0.1):
+        super().__init__(delay=delay)
+        self.sequence = list(texts)
+
+    async def recognize(self, ended):
+        await asyncio.sleep(self.delay)
+        text = self.sequence.pop(0) if len(self.sequence) > 1 else self.sequence[0]
+        self.calls.append((clock.now(), text))
+        return Transcript(ended.turn_id, clock.now(), text=text)
+
+
+def adaptive_session(default_config, script, resumes, seconds, eot, asr=None, **vad):
+    stages = Stages(vad=ScriptedVAD(script, resumes=resumes, **vad), asr=asr or FakeASR(),
                     llm=FakeLLM(), tts=FakeTTS())
     s = fake_session(default_config, stages, end_of_turn=eot)
     run_session(s, seconds)
@@ -123,13 +137,15 @@ def test_a_long_verdict_waits_for_its_silence(default_config):
 def test_speech_after_an_early_endpoint_reopens_the_turn_and_answers_it_once(default_config):
     # a pause at 1.5 s judged complete: the reply starts; the user goes on at 2.2 s
     eot = ScriptedEndOfTurn(silence_s=0.1)
-    s = adaptive_session(default_config, [(1.0, 3.0)], [(1.5, 2.2)], 10.0, eot)
+    asr = SayingASR(["I would like", "I would like a table for two"])
+    s = adaptive_session(default_config, [(1.0, 3.0)], [(1.5, 2.2)], 10.0, eot, asr=asr)
     orch, log, sink = s.orchestrator, s.log, s.sink
     assert orch.stats["reopened"] == 1
     assert [t["status"] for t in log.transcript] == ["reopened", "answered"]
     assert log.transcript[0]["assistant"]  # the cut reply is kept in the log
-    # the history: one user message, answered once
+    # the history: one user message, the whole utterance, answered once
     assert [m.role for m in orch.history] == ["user", "assistant"]
+    assert orch.history[0].content == "I would like a table for two"
     assert not orch.history[1].interrupted
     # nothing of the reopened reply plays after the user went on
     resumed = 2.2 + 1e-6
@@ -207,3 +223,75 @@ def test_a_pause_after_a_complete_clause_is_reopened_and_merged_in_file_mode(
         assert len(heard & said) >= len(heard) / 2, (history[0].content, heard)
     assert statuses.count("answered") == 1
     assert session.orchestrator.stats["early_endpoints"] >= 1
+
+
+def test_a_backchannel_over_the_reply_does_not_lose_it(corpus, default_config, tts):
+    """Real models: the user asks, and says "Okay." while the reply plays. The reply
+    stops, the ASR hears a backchannel, and the reply resumes instead of being lost."""
+    from pipeline.audio import FRAME_SAMPLES, resample
+    from pipeline.clock import Clock
+    from pipeline.events import AudioFrame, Sentence
+    from pipeline.session import Session
+    from pipeline.sinks import FileSink
+
+    okay = asyncio.run(tts.speak(Sentence(0, 0.0, "Okay.", 0)))
+    okay = resample(okay.samples, okay.sample_rate, 16000)
+    question = read_wav(clip(corpus, "cmusphinx_goforward").path)
+    session = Session(default_config, lambda st: FileSink(st.tts.sample_rate),
+                      console=Console(quiet=True))
+
+    async def main():
+        async with session:
+            clk = Clock()
+            sink, sent = session.sink, [0]
+
+            async def frame(x):
+                sent[0] += len(x)
+                await clk.sleep_until(sent[0] / 16000)
+                return AudioFrame(-1, sent[0] / 16000, samples=x, sample_rate=16000)
+
+            async def silence_until(done, limit_s=30.0):
+                for _ in range(int(limit_s * 16000 / FRAME_SAMPLES)):
+                    if done():
+                        return
+                    yield await frame(np.zeros(FRAME_SAMPLES, np.float32))
+
+            async def frames():
+                for audio in (np.zeros(16000, np.float32), question):
+                    audio = np.pad(audio, (0, -len(audio) % FRAME_SAMPLES))
+                    for i in range(0, len(audio), FRAME_SAMPLES):
+                        yield await frame(audio[i:i + FRAME_SAMPLES])
+                # the reply is playing, with more than a second of it still to come
+                async for f in silence_until(lambda: sink.busy_until() > clk.now() + 1.2):
+                    yield f
+                said = np.pad(okay, (0, -len(okay) % FRAME_SAMPLES))
+                for i in range(0, len(said), FRAME_SAMPLES):
+                    yield await frame(said[i:i + FRAME_SAMPLES])
+                async for f in silence_until(lambda: not session.busy
+                                             and sink.busy_until() < clk.now() - 1.5):
+                    yield f
+            await session.run(frames(), clk)
+
+    asyncio.run(main())
+    statuses = [t["status"] for t in session.log.transcript]
+    assert statuses in (["backchannel", "answered"], ["no_speech", "answered"]), \
+        session.log.transcript
+    assert session.orchestrator.stats["resumed"] == 1
+    history = session.orchestrator.history
+    assert [m.role for m in history] == ["user", "assistant"] and not history[1].interrupted
+    reply = session.log.transcript[1]["assistant"]
+    assert reply and history[1].content == reply
+
+
+def test_a_cough_after_an_early_endpoint_does_not_lose_the_reply(default_config):
+    # the user is done at 2.0 s; a cough at 2.5-2.7 s, inside the utterance's window,
+    # stops the reply; the utterance heard again has no new words: the reply resumes
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    s = adaptive_session(default_config, [(1.0, 2.7)], [(2.0, 2.5)], 10.0, eot,
+                         asr=SayingASR(["Book a table for two."]))
+    orch, log = s.orchestrator, s.log
+    assert orch.stats["reopened"] == 1 and orch.stats["resumed"] == 1
+    assert [t["status"] for t in log.transcript] == ["no_speech", "answered"]
+    assert [m.role for m in orch.history] == ["user", "assistant"]
+    assert orch.history[1].content == "Sure thing. I can help with that. Here is a third sentence."
+    assert len(s.stages.llm.requests) == 1  # written once

@@ -402,3 +402,55 @@ def test_several_barge_ins_in_quick_succession(default_config):
     for cut in log.timeline[:-1]:
         nxt = at_frame(script[cut["turn_id"]][0])
         assert all(p.end(16000) <= nxt + 1e-9 for p in sink.placed if p.turn_id == cut["turn_id"])
+
+
+# ---- false interruptions: speech that stops the reply but says nothing ---------------
+
+def test_a_false_interruption_resumes_the_reply_from_the_chunk_it_cut(default_config):
+    # reply to turn 1 from ~2.3 s: "Sure thing." (0.6 s), "I can help with that." (1.5 s)
+    # then "Here is a third sentence." (1.5 s). A cough at 3.5-3.8 s: the ASR finds no words
+    asr = FakeASR(texts={2: ""})
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 3.8)], 12.0, asr=asr)
+    assert [t["status"] for t in log.transcript] == ["no_speech", "answered"]
+    reply = log.transcript[1]
+    assert reply["turn_id"] == 1 and reply["interrupted"] is False
+    assert reply["assistant"] == "Sure thing. I can help with that. Here is a third sentence."
+    assert orch.stats["resumed"] == 1
+    # silent from the stop (the frame at 3.5 s) to the resume: the cough's endpoint, 0.3 s
+    # after it (its speculative ASR was done by then); the cut chunk plays again whole
+    stop, resume = at_frame(3.5), at_frame(4.1)
+    t1 = sorted((p for p in sink.placed if p.turn_id == 1), key=lambda p: p.start)
+    assert not any(p.start < resume - 1e-4 and p.end(16000) > stop + 1e-4 for p in t1)
+    again = [p for p in t1 if p.start >= resume - 1e-6]
+    assert again[0].start == pytest.approx(resume, abs=1e-4)
+    assert [p.text for p in again] == ["I can help with that.", "Here is a third sentence."]
+    assert len(again[0].samples) == int(5 * 0.3 * 16000)  # whole, not its tail
+    assert [m.role for m in orch.history] == ["user", "assistant"]
+    assert orch.history[1].content == reply["assistant"] and not orch.history[1].interrupted
+
+
+def test_a_backchannel_resumes_the_reply_and_stays_out_of_the_history(default_config):
+    asr = FakeASR(texts={2: "Mm-hmm."})
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 3.8)], 12.0, asr=asr)
+    assert [t["status"] for t in log.transcript] == ["backchannel", "answered"]
+    assert log.transcript[0]["user"] == "Mm-hmm."  # kept in the log
+    assert [m.content for m in orch.history if m.role == "user"] == ["hello 1"]
+    assert len(stages.llm.requests) == 1  # no reply to the backchannel
+
+
+def test_words_after_a_held_reply_end_it_as_interrupted_before_the_next_prompt(default_config):
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 4.0)], 12.0)
+    assert [t["status"] for t in log.transcript] == ["interrupted", "answered"]
+    assert orch.stats["resumed"] == 0
+    prompt = stages.llm.requests[1].messages
+    assert [m.role for m in prompt] == ["system", "user", "assistant", "user"]
+    assert orch.history[1].interrupted
+
+
+def test_without_resume_a_cough_still_ends_the_reply(default_config):
+    asr = FakeASR(texts={2: ""})
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 3.8)], 12.0, asr=asr,
+                                      resume_false_interruptions=False)
+    assert [t["status"] for t in log.transcript] == ["interrupted", "no_speech"]
+    assert max(p.end(16000) for p in sink.placed if p.turn_id == 1) == pytest.approx(
+        at_frame(3.5), abs=1e-4)
