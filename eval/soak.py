@@ -20,21 +20,24 @@ private PulseAudio server with a virtual microphone and speaker
 (:mod:`eval.virtual_audio`); ``python -m pipeline run`` as a subprocess, reading the
 microphone through PyAudio -> ALSA's pulse plugin -> PulseAudio. Clips of at most 7 s
 are played into the microphone one after the other; after each, the soak waits until
-the turn is recorded in timeline.jsonl (the session records a turn once its reply has
-played out; ``reply_timeout_s`` at most, counted in ``waits_timed_out``), then pauses
-0.4-1.0 s. After every ``barge_every``-th clip it waits for the reply to start (the
-console's "V2V" line) and speaks the next clip ``barge_after_s`` later. The samples
-are the subprocess's (/proc/<pid>: VmRSS, Threads, fd/), with the V2V and the errors
-of the window's lines of its timeline.jsonl. At the end the session gets SIGINT, as
-Ctrl-C, and its files are read once it has exited.
+a turn newer than any before the clip is recorded in timeline.jsonl and every turn the
+console showed is (the session records a turn once its reply has played out; a turn
+cut by the clip may be recorded after it; ``reply_timeout_s`` at most, counted in
+``waits_timed_out``), then pauses 0.4-1.0 s. After every ``barge_every``-th clip it
+waits for the reply to start (the console's "V2V" line) and speaks the next clip
+``barge_after_s`` later. The samples are the subprocess's (/proc/<pid>: VmRSS,
+Threads, fd/), with the V2V and the errors of the window's lines of its
+timeline.jsonl. At the end the session gets SIGINT, as Ctrl-C, and its files are read
+once it has exited.
 
 Its counts, all from the session's own files and console once it has ended: ``turns``
 is the lines of timeline.jsonl (one per recorded turn); ``lost_lines`` counts every
 turn the session showed on its console ("[turn N] ..."), by id, and every
 timeline.jsonl line, by id, that has no line in transcript.jsonl. ``errors`` is the
 turns whose status is error plus the console's "error:" and traceback lines outside
-turns (each in ``error_messages``, to be explained or fixed). ``exit_code`` is 130 after a clean Ctrl-C. Writes
-eval/out/soak-live.json (the file mode's keys, with "mode": "live") and soak-live.png.
+turns (each in ``error_messages``, to be explained or fixed). ``exit_code`` is 130
+after a clean Ctrl-C. Writes eval/out/soak-live.json (the file mode's keys, with
+"mode": "live") and soak-live.png.
 """
 from __future__ import annotations
 
@@ -262,9 +265,22 @@ class LiveUser:
             raise RuntimeError(f"paplay {wav} into {self.room.mic} failed "
                                f"(exit {player.returncode})")
 
+    def _turns(self) -> tuple[set[int], set[int]]:
+        """The turn ids shown on the console, and those recorded in timeline.jsonl."""
+        return ({int(n) for n in TURN_LINE.findall(self.session.output)},
+                {t["turn_id"] for t in read_jsonl(self.timeline)})
+
+    def _answered_after(self, last: int) -> bool:
+        """A turn after ``last`` is recorded (its reply has played out, or it was cut),
+        and no turn shown on the console is still open. A turn cut by the previous
+        clip may be recorded after that clip has ended: it does not count."""
+        shown, recorded = self._turns()
+        return max(recorded, default=0) > last and shown <= recorded
+
     def run(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and self.session.proc.poll() is None:
+            last = max(set().union(*self._turns()), default=0)  # turns before this clip
             self._say(self.clips[self.spoken % len(self.clips)])
             self.spoken += 1
             if self.spoken % self.barge_every == 0:  # cut in while it speaks
@@ -276,8 +292,7 @@ class LiveUser:
                 else:
                     self.timed_out += 1
                 continue
-            turns = count_lines(self.timeline)  # recorded once its reply has played out
-            if not self._wait(lambda: count_lines(self.timeline) > turns, self.reply_timeout_s):
+            if not self._wait(lambda: self._answered_after(last), self.reply_timeout_s):
                 self.timed_out += 1
             self._wait(lambda: False, self.rng.uniform(0.4, 1.0))
 

@@ -251,7 +251,7 @@ class Orchestrator:
             self._turn = None
         turn.gate.clear()  # its next chunk waits; nothing more reaches the sink
         turn.played = await self.sink.stop(turn.turn_id)
-        if turn.played.stopped_at is not None:
+        if turn.played.stopped_at is not None and not turn.played.complete:
             turn.barge_in_stop_ms = (turn.played.stopped_at - speech_t) * 1000
         self._held = turn
 
