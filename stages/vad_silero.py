@@ -130,6 +130,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         raw_run = 0  # voiced frames counting those judged echo: where speech may have begun
         raw_start = 0.0
         silence_run = 0
+        resume_run = 0  # voiced frames while paused and the assistant speaks
         paused = False
         last_voiced_end = 0.0
         start_t = 0.0
@@ -171,12 +172,17 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
             utterance.append(frame.samples)
             # Hysteresis: inside speech a frame above neg_threshold is still speech;
             # once paused, only a frame above threshold resumes it.
-            # Once paused while the reply plays (an early endpoint), the bar to resume
-            # is the barge-in one: the assistant's own voice must not reopen the turn.
-            resume = barge_threshold if frame.assistant_speaking else cfg.threshold
-            if p >= (resume if paused else cfg.low):
+            # Once paused while the reply plays (after an early endpoint), resuming takes
+            # what a barge-in takes: the assistant's own voice must not reopen the turn.
+            if paused and frame.assistant_speaking:
+                resume_run = resume_run + 1 if p >= barge_threshold else 0
+                resumed = resume_run >= min_speech_barge
+            else:
+                resume_run = 0
+                resumed = p >= (cfg.threshold if paused else cfg.low)
+            if resumed:
                 last_voiced_end = frame.t
-                silence_run = 0
+                silence_run, resume_run = 0, 0
                 if paused:
                     paused = False
                     yield SpeechResumed(self.turns, frame.t)
