@@ -454,3 +454,34 @@ def test_without_resume_a_cough_still_ends_the_reply(default_config):
     assert [t["status"] for t in log.transcript] == ["interrupted", "no_speech"]
     assert max(p.end(16000) for p in sink.placed if p.turn_id == 1) == pytest.approx(
         at_frame(3.5), abs=1e-4)
+
+
+def test_barge_in_during_the_next_turns_prefill_ahead(default_config):
+    """The reply is all written, so the next prompt's prefix is being prefilled on the
+    LLM's thread (slowly: 0.3 s of real time) when the user cuts in: the cut turn is
+    recorded, the new turn's prompt waits for the thread and is built on the history
+    with the cut reply, and nothing of turn 1 plays after the stop."""
+    import threading
+    import time as _time
+
+    class SlowPrefill(FakeLLM):
+        def __init__(self):
+            super().__init__()
+            self.prefills = []  # (thread, history length)
+
+        def prefill(self, prefix):
+            self.prefills.append((threading.get_ident(), len(prefix)))
+            _time.sleep(0.3)  # a long prefill holds the LLM's thread
+            return len(prefix)
+
+    llm = SlowPrefill()
+    # the reply is written by ~2.55 s (12 words); the user cuts in at 3.0 s, mid-playback
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.0, 3.6)], 10.0, llm=llm,
+                                      speculative=False)
+    assert llm.prefills  # it was running
+    first, second = log.transcript
+    assert first["status"] == "interrupted" and second["status"] == "answered"
+    assert alternate(orch.history) and orch.history[1].interrupted
+    prompt = stages.llm.requests[1].messages
+    assert [m.role for m in prompt] == ["system", "user", "assistant", "user"]
+    assert all(p.end(16000) <= at_frame(3.0) + 1e-9 for p in sink.placed if p.turn_id == 1)
