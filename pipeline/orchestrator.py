@@ -136,20 +136,21 @@ class Orchestrator:
             await self._close(stopped=not ended)
 
     async def _watch(self, frames: AsyncIterator[AudioFrame]) -> AsyncIterator[AudioFrame]:
-        """Tell the VAD which frames were captured while the reply was playing, and
-        record a turn as soon as its reply has played out."""
+        """Tell the VAD which frames were captured while the reply was playing, record
+        a turn as soon as its reply has played out, and commit a speculative turn once
+        the silence its end-of-turn verdict asked for has passed."""
         async for frame in frames:
             busy_until = self.sink.busy_until()
             if not frame.assistant_speaking and busy_until > frame.t:
                 frame = dataclasses.replace(frame, assistant_speaking=True)
-            spec = self._spec
-            if spec is not None and spec.commit_at is not None and frame.t >= spec.commit_at:
-                self._commit_early(spec)
             turn = self._turn
             if (turn is not None and turn.closed and not turn.computing
                     and busy_until <= frame.t):
                 self._turn = None
                 self._record(turn)
+            spec = self._spec
+            if spec is not None and spec.commit_at is not None and frame.t >= spec.commit_at:
+                self._commit_early(spec)
             yield frame
 
     def _launch(self, ended: SpeechEnded, speculative: bool) -> Turn:
