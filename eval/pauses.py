@@ -30,7 +30,7 @@ import numpy as np
 from eval.corpus import Clip, load_manifest
 from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
-from eval.stats import percentiles
+from eval.stats import percentiles, plain
 from pipeline.audio import PIPELINE_RATE, read_wav
 from pipeline.clock import Clock
 from pipeline.config import CascadeConfig, load_config
@@ -194,7 +194,7 @@ def main() -> None:
     args = ap.parse_args()
     result = pauses_benchmark(load_config(args.config))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pauses.json").write_text(json.dumps(result, indent=2))
+    (args.out / "pauses.json").write_text(json.dumps(result, indent=2, default=plain))
     print(render(result))
 
 

@@ -33,10 +33,10 @@ import yaml
 
 from eval.corpus import load_manifest
 from eval.cpu_quota import CpuQuota, SlowCpu
-from eval.pauses import pauses_benchmark, render as render_pauses
+from eval.pauses import build_items, pauses_benchmark, render as render_pauses
 from eval.scripted import ScriptedUser, UserTurn
 from eval.speech_bounds import speech_end
-from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, \
+from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, plain, \
     phase_table, span_ms, under_share
 from pipeline.audio import read_wav
 from pipeline.clock import Clock
@@ -259,19 +259,20 @@ def plot(turns: list[dict[str, Any]], out: Path) -> None:
 def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
            out: Path = OUT, llm_cpu: Optional[float] = None,
            switches: Optional[list[str]] = None, slow: Optional[float] = None,
-           pauses: bool = True) -> dict[str, Any]:
+           pauses: bool = True, pauses_items: Optional[int] = None) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
     (the naive cascade is then left out); ``llm_cpu``: the LLM gets this fraction of
     one core; ``slow``: every thread gets this fraction of a core, an emulated slower
     CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
         return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,
-                       switches, slow, pauses)
+                       switches, slow, pauses, pauses_items)
 
 
 def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
             out: Path, llm_cpu: Optional[float], switches: Optional[list[str]],
-            slow: Optional[float], pauses: bool = True) -> dict[str, Any]:
+            slow: Optional[float], pauses: bool = True,
+            pauses_items: Optional[int] = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     base = load_config(config_path)
@@ -300,7 +301,8 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
     pauses_result = None
     if pauses:  # the end of turn on utterances with inner pauses, and the fixed silence
         print("pauses benchmark: the configured end of turn, then the fixed silence")
-        pauses_result = pauses_benchmark(base)
+        pauses_result = pauses_benchmark(base, build_items()[:pauses_items] if pauses_items
+                                         else None)
     elapsed = time.perf_counter() - t_start
 
     full = results["full pipeline"]
@@ -360,12 +362,12 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
 
     if pauses_result is not None:
         summary["pauses"] = {k: v for k, v in pauses_result.items() if k != "detail"}
-        (out / "pauses.json").write_text(json.dumps(pauses_result, indent=2))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "pauses.json").write_text(json.dumps(pauses_result, indent=2, default=plain))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=plain))
     with open(out / "turns.jsonl", "w") as f:
         for name, res in results.items():
             for t in res["turns"]:
-                f.write(json.dumps({"variant": name, **t}) + "\n")
+                f.write(json.dumps({"variant": name, **t}, default=plain) + "\n")
     if full_turns:
         plot(full_turns, out)
     md = render_markdown(summary, base, full_turns, pauses_result)
@@ -480,10 +482,12 @@ def main() -> None:
                     help="give the LLM only this fraction of one core (cgroup v1 CPU quota on "
                     "its thread): a slower LLM, e.g. to measure the gap between sentences")
     ap.add_argument("--no-pauses", action="store_true", help="leave out the pauses benchmark")
+    ap.add_argument("--pauses-items", type=int, metavar="N",
+                    help="only the first N utterances of the pauses set (a quick check)")
     args = ap.parse_args()
     summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
                      args.out, llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow,
-                     pauses=not args.no_pauses)
+                     pauses=not args.no_pauses, pauses_items=args.pauses_items)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
 

@@ -64,3 +64,10 @@ def markdown_table(turns: list[dict[str, Any]]) -> str:
     rows.append("")
     rows.append(f"Turns: {len(turns)}; V2V under 500 ms: {under_share(turns) * 100:.0f}%")
     return "\n".join(rows)
+
+
+def plain(o: Any) -> Any:
+    """``json.dumps(default=plain)``: numpy scalars and arrays as Python values."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
