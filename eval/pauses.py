@@ -120,7 +120,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(rows) or 1
     upto_1s = [r for r in rows if r["pause_ms"] is None or r["pause_ms"] <= 1000]
     v2v = percentiles(r["v2v_ms"] for r in rows)
-    return {"utterances": len(rows),
+    return {"utterances": len(rows), "utterances_pauses_upto_1s": len(upto_1s),
             "premature_rate": sum(r["premature"] for r in rows) / n,
             "premature_rate_pauses_upto_1s": sum(r["premature"] for r in upto_1s) / (len(upto_1s) or 1),
             "split_utterances": sum(r["split"] for r in rows),
@@ -157,7 +157,9 @@ def pauses_benchmark(config: CascadeConfig, items: Optional[list[Item]] = None) 
     items = items or build_items()
     adaptive = asyncio.run(run_items(config, items))
     fixed = asyncio.run(run_items(config.replace(pipeline={"endpointing": "fixed"}), items))
-    keys = ("premature_rate", "split_utterances", "late_endpoints", "v2v_ms")
+    keys = ("premature_rate", "split_utterances", "late_endpoints", "v2v_ms", "utterances",
+            "premature_rate_pauses_upto_1s", "split_utterances_pauses_upto_1s",
+            "utterances_pauses_upto_1s")
     out = {k: adaptive[k] for k in keys}
     out["endpointing"] = config.pipeline.endpointing
     out["baseline"] = {k: fixed[k] for k in keys}
@@ -180,6 +182,11 @@ def render(p: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['premature_rate']:.0%} | {r['split_utterances']}/{n} | "
                      f"{r['late_endpoints']}/{n} | {ms(r['v2v_ms']['p50'])} ms | "
                      f"{ms(r['v2v_ms']['p90'])} ms |")
+    lines.append("\nWith inserted pauses up to 1 s only (the target's set): "
+                 + "; ".join(f"{name}: premature {r['premature_rate_pauses_upto_1s']:.0%}, split "
+                             f"{r['split_utterances_pauses_upto_1s']}/"
+                             f"{r['utterances_pauses_upto_1s']}"
+                             for name, r in ((p["endpointing"], a), ("fixed", b))) + ".")
     if cpu is not None:
         lines.append(f"\nSmart Turn CPU time: {cpu:.0f} ms per turn "
                      f"(p50 {ms(p['detail']['adaptive']['smart_turn_cpu_ms']['p50'])} ms per "

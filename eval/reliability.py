@@ -1,6 +1,6 @@
 """The reliability report: the fault matrix as run, and the soak.
 
-    .venv/bin/python -m eval.reliability [--soak eval/out/soak.json] [--no-tests]
+    .venv/bin/python -m eval.reliability [--soak eval/out/soak.json] [--live-soak FILE] [--no-tests]
 
 Runs the fault-matrix tests (server faults, stage failures, signals, audio device,
 output directory, bad input, long input, barge-in at every phase) with pytest, each
@@ -54,7 +54,40 @@ def run_matrix(xml: Path) -> list[dict[str, Any]]:
     return cases
 
 
-def render(cases: list[dict[str, Any]], soak: Optional[dict[str, Any]]) -> str:
+def soak_section(s: dict[str, Any], image: str) -> list[str]:
+    live = s.get("mode") == "live"
+    lines = ["", f"## Soak: {s['minutes']:.0f} minutes in {'live' if live else 'file'} mode", "",
+             "A looped corpus conversation with a barge-in every 4th turn, in real time "
+             f"(`make soak MINUTES={s['minutes']:.0f}{' LIVE=1' if live else ''}`), config "
+             f"`{s['config']}`"
+             + (": the live pipeline as a process, on PulseAudio virtual devices." if live
+                else ", in file mode."), "",
+             "| figure | value | target |", "|---|---:|---:|",
+             f"| turns | {s['turns']} | |",
+             f"| of them interrupted (barge-in) | {s['interrupted']} | |",
+             f"| transcript lines | {s['transcript_lines']} | = turns |",
+             f"| lost lines | {s['lost_lines']} | 0 |",
+             f"| turn errors | {s['errors']} | 0 |",
+             f"| RSS growth from minute {s['rss_baseline_minute']:.0f} to the end | "
+             f"{s['rss_growth_pct']:+.2f}% | under 5% |",
+             "| V2V p50 drift, first window to last | "
+             + ("–" if s["v2v_p50_drift_pct"] is None else f"{s['v2v_p50_drift_pct']:+.1f}%")
+             + " | under 10% |",
+             f"| threads / open descriptors at the end | {s['threads_end']} / {s['fds_end']} | "
+             "steady |", "",
+             "| minute | RSS MB | threads | fds | turns | lines | errors | V2V p50 | V2V p90 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in s["samples"]:
+        lines.append(f"| {x['minute']:.0f} | {x['rss_mb']:.0f} | {x.get('tasks', x.get('threads'))} | "
+                     f"{x['fds']} | {x['turns']} | {x['transcript_lines']} | {x['errors']} | "
+                     f"{x['v2v_p50_ms'] or 0:.0f} | {x['v2v_p90_ms'] or 0:.0f} |")
+    lines += ["", "V2V here runs from the VAD's end of speech (the clips are looped).", "",
+              f"![soak curves]({image})"]
+    return lines
+
+
+def render(cases: list[dict[str, Any]], soak: Optional[dict[str, Any]],
+           live_soak: Optional[dict[str, Any]] = None) -> str:
     failed = [c for c in cases if c["outcome"] == "failed"]
     lines = ["# Cascade reliability report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m eval.reliability`.", ""]
@@ -67,46 +100,31 @@ def render(cases: list[dict[str, Any]], soak: Optional[dict[str, Any]]) -> str:
                   "cleanly with its transcript kept.", "",
                   "| area | case | outcome |", "|---|---|---|"]
         lines += [f"| {c['area']} | {c['case']} | {c['outcome']} |" for c in cases]
-    if soak:
-        s = soak
-        lines += ["", f"## Soak: {s['minutes']:.0f} minutes in file mode", "",
-                  f"A looped corpus conversation with a barge-in every 4th turn, in real time "
-                  f"(`make soak MINUTES={s['minutes']:.0f}`), config `{s['config']}`.", "",
-                  "| figure | value | target |", "|---|---:|---:|",
-                  f"| turns | {s['turns']} | |",
-                  f"| of them interrupted (barge-in) | {s['interrupted']} | |",
-                  f"| transcript lines | {s['transcript_lines']} | = turns |",
-                  f"| lost lines | {s['lost_lines']} | 0 |",
-                  f"| turn errors | {s['errors']} | 0 |",
-                  f"| RSS growth from minute {s['rss_baseline_minute']:.0f} to the end | "
-                  f"{s['rss_growth_pct']:+.2f}% | under 5% |",
-                  f"| V2V p50 drift, first window to last | "
-                  + ("–" if s["v2v_p50_drift_pct"] is None else f"{s['v2v_p50_drift_pct']:+.1f}%")
-                  + " | under 10% |",
-                  f"| threads / open descriptors at the end | {s['threads_end']} / {s['fds_end']} | "
-                  "steady |", "",
-                  "| minute | RSS MB | threads | fds | turns | lines | errors | V2V p50 | V2V p90 |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for x in s["samples"]:
-            lines.append(f"| {x['minute']:.0f} | {x['rss_mb']:.0f} | {x['tasks']} | {x['fds']} | "
-                         f"{x['turns']} | {x['transcript_lines']} | {x['errors']} | "
-                         f"{x['v2v_p50_ms'] or 0:.0f} | {x['v2v_p90_ms'] or 0:.0f} |")
-        lines += ["", "V2V here runs from the VAD's end of speech (the clips are looped).", "",
-                  "![soak curves](soak.png)"]
+    for result, image in ((soak, "soak.png"), (live_soak, "soak-live.png")):
+        if result:
+            lines += soak_section(result, image)
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--soak", type=Path, default=OUT / "soak.json")
-    ap.add_argument("--no-tests", action="store_true", help="only the soak section")
+    ap.add_argument("--live-soak", type=Path, default=OUT / "soak-live.json")
+    ap.add_argument("--no-tests", action="store_true",
+                    help="keep the cases of the last run (reliability.json), redo the soak part")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    cases = [] if args.no_tests else run_matrix(args.out / "reliability-junit.xml")
+    previous = args.out / "reliability.json"
+    if args.no_tests:  # the cases of the last run, with a newer soak
+        cases = json.loads(previous.read_text())["cases"] if previous.is_file() else []
+    else:
+        cases = run_matrix(args.out / "reliability-junit.xml")
     soak = json.loads(args.soak.read_text()) if args.soak.is_file() else None
-    (args.out / "reliability.md").write_text(render(cases, soak))
-    (args.out / "reliability.json").write_text(json.dumps({"cases": cases, "soak": soak}, indent=2))
+    live = json.loads(args.live_soak.read_text()) if args.live_soak.is_file() else None
+    (args.out / "reliability.md").write_text(render(cases, soak, live))
+    (args.out / "reliability.json").write_text(json.dumps({"cases": cases, "soak": soak,
+                                                           "live_soak": live}, indent=2))
     print(f"wrote {args.out}/reliability.md: {len(cases)} cases, "
           f"{sum(c['outcome'] == 'failed' for c in cases)} failed")
 
