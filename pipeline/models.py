@@ -87,3 +87,24 @@ def assemble_split_model(part1: Path, part2: Path, folder: Path) -> Path:
         if src.is_file() and not (folder / name).is_file():
             shutil.copyfile(src, folder / name)
     return folder
+
+
+def onnx_session(key: str, path: Path, threads: int, hint: str, spinning: bool = True):
+    """An ONNX Runtime session on the CPU for the model file at ``path`` (``threads``
+    intra-op threads, one inter-op). A file ONNX Runtime refuses is a ModelNotFoundError
+    naming the YAML ``key``, with ``hint`` ("is it a ... model?"). ``spinning=False``:
+    the pool's threads do not busy-wait after each run."""
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return onnxruntime.InferenceSession(str(path), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own error types
+        raise ModelNotFoundError(f"{key}: {path} could not be loaded by ONNX Runtime ({err}): "
+                                 f"{hint}") from None

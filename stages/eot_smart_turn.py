@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from pipeline.errors import ModelNotFoundError
-from pipeline.models import bundled_file, user_path
+from pipeline.models import bundled_file, onnx_session, user_path
 
 PIP_SPEC = "pipecat-ai==1.14.0"
 SAMPLE_RATE = 16000
@@ -36,22 +36,13 @@ class SmartTurn:
         self.cpu_ms: list[float] = []  # CPU time of each estimate
 
     def load(self) -> None:
-        import onnxruntime
         from faster_whisper.feature_extractor import FeatureExtractor
 
         path = (user_path("pipeline.smart_turn_model", self.model) if self.model else
                 bundled_file("pipecat", f"--no-deps {PIP_SPEC}", "audio", "turn", "smart_turn",
                              "data", "smart-turn-v3.2-cpu.onnx"))
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = onnxruntime.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as err:  # ONNX Runtime raises its own error types
-            raise ModelNotFoundError(f"pipeline.smart_turn_model: {path} could not be loaded by "
-                                     f"ONNX Runtime ({err})") from None
+        self._session = onnx_session("pipeline.smart_turn_model", path, self.threads,
+                                     "is it a Smart Turn v3 .onnx model?")
         if [i.name for i in self._session.get_inputs()] != ["input_features"]:
             raise ModelNotFoundError(f"pipeline.smart_turn_model: {path} is not a Smart Turn "
                                      "v3 model (its input is not 'input_features')")

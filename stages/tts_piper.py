@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import Strict
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
-from pipeline.models import bundled_or_path
+from pipeline.models import bundled_or_path, onnx_session
 from pipeline.registry import register
 from stages.base import SentenceTTS
 
@@ -71,28 +71,18 @@ class PiperTTS(SentenceTTS):
 
     def _load(self) -> None:
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401 - the voice's session needs it (pipeline.models)
             from piper.config import PiperConfig as VoiceConfig, SynthesisConfig
             from piper.voice import PiperVoice
         except ImportError as err:
             raise MissingDependencyError("tts.backend piper needs: pip install piper-tts==1.8.0") \
                 from err
         cfg = self.config
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = cfg.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         # no busy-waiting of the pool's threads after each run: on 2 cores it would
         # take the CPU from the LLM still writing the reply (measured: time to first
         # token 44 ms idle, 74 ms right after a synthesis with spinning)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = resolve_voice(cfg.voice)
-        try:
-            session = onnxruntime.InferenceSession(str(path), sess_options=opts,
-                                                   providers=["CPUExecutionProvider"])
-        except Exception as err:  # ONNX Runtime raises its own error types
-            raise ModelNotFoundError(f"tts.voice: {path} could not be loaded by ONNX Runtime "
-                                     f"({err}): is it a Piper .onnx voice?") from None
+        session = onnx_session("tts.voice", resolve_voice(cfg.voice), cfg.threads,
+                               "is it a Piper .onnx voice?", spinning=False)
         voice_config = VoiceConfig.from_dict(json.loads(cfg.config_path().read_text()))
         self._voice = PiperVoice(session=session, config=voice_config)
         self._syn = SynthesisConfig(speaker_id=cfg.speaker_id, length_scale=cfg.length_scale,

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from pipeline.config import Strict
 from pipeline.errors import ModelNotFoundError
 from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
-from pipeline.models import bundled_file, user_path
+from pipeline.models import bundled_file, onnx_session, user_path
 from pipeline.registry import register
 from stages.base import Stage
 
@@ -80,20 +80,9 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         self.end_silence_ms: Optional[int] = None
 
     def _load(self) -> None:
-        import onnxruntime
-
         path = self.config.model or str(bundled_file(
             "faster_whisper", "faster-whisper==1.2.1", "assets", "silero_vad_v6.onnx"))
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = onnxruntime.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as err:  # ONNX Runtime raises its own error types
-            raise ModelNotFoundError(f"vad.model: {path} could not be loaded by ONNX Runtime "
-                                     f"({err}): is it a Silero VAD .onnx model?") from None
+        self._session = onnx_session("vad.model", path, 1, "is it a Silero VAD .onnx model?")
         inputs = sorted(i.name for i in self._session.get_inputs())
         if inputs != ["c", "h", "input"]:
             raise ModelNotFoundError(f"vad.model: {path} has the inputs {inputs}, not those of "
