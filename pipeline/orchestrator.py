@@ -256,6 +256,15 @@ class Orchestrator:
             turn.barge_in_stop_ms = (turn.played.stopped_at - speech_t) * 1000
         self._held = turn
 
+    def _over_held(self, turn: Turn, text: str) -> Optional[str]:
+        """With a reply held, what ``turn``'s utterance says over it: all its words, or,
+        when the user went on with the utterance the held reply answers, those past what
+        it answered ("" if none). None when no reply is held."""
+        held = self._held
+        if held is None:
+            return None
+        return text if held.turn_id != turn.turn_id else _beyond(held.user_text, text)
+
     async def _drop_held(self) -> None:
         """The user said something: the held reply ends, interrupted (or, if the user
         went on with the utterance it answered, reopened: logged, not in the history)."""
@@ -270,8 +279,6 @@ class Orchestrator:
         """``turn``'s utterance had no words (or a backchannel): it is logged, not
         answered, and the held reply plays again from the chunk it was cut in."""
         held, self._held = self._held, None
-        if self._turn is turn:
-            self._turn = None
         self._record(turn, prefill=False)
         self.stats["resumed"] += 1
         for chunk in held.unheard(clock.now()):
@@ -341,47 +348,38 @@ class Orchestrator:
         tl = turn.timeline
         deciding = self.end_of_turn is not None and turn.speculative and not turn.gate.is_set()
         acoustic = self.end_of_turn.acoustic(turn.ended.audio) if deciding else None
+        messages = None
         try:
             transcript = await self._recognize(turn)
-        except BaseException:
-            if acoustic is not None:
-                acoustic.cancel()
-            raise
-        tl.mark("asr_final", transcript.t)
-        held = self._held
-        if held is not None:
-            # the new words: all of them, or, when the user went on with the utterance
-            # the held reply answers, those after what it answered
-            said = (transcript.text if held.turn_id != turn.turn_id
-                    else _beyond(held.user_text, transcript.text))
-            if said and _plain(said) not in self._backchannels:
+            tl.mark("asr_final", transcript.t)
+            said = self._over_held(turn, transcript.text)
+            if said is not None and _takes_turn(said, self._backchannels):
                 await self._drop_held()  # recorded before this turn's prompt is built
-            else:  # a false interruption: resume once this utterance is over
-                if acoustic is not None:
-                    acoustic.cancel()
-                turn.finish("backchannel" if said else "no_speech")
-                if deciding:
-                    self._schedule_commit(turn, turn.ended.speech_end
-                                          + self.config.pipeline.complete_silence_ms / 1000)
-                await turn.gate.wait()
-                if self._held is not None:
-                    await self._resume_held(turn)
-                return
-        if not transcript.text:
+                said = None
+            if said is None and transcript.text:
+                with naming("llm", "building the prompt: "):  # the chat template, the tokenizer
+                    messages = await self.conversation.prompt(transcript.text,
+                                                              transcript.language)
+                if deciding and not turn.gate.is_set():  # else the VAD closed it first
+                    turn.verdict = await self.end_of_turn.verdict(transcript.text, messages,
+                                                                  acoustic)
+                    tl.mark("eot_decided")
+                    self._schedule_commit(turn, turn.ended.speech_end + turn.verdict.silence_s)
+        finally:
             if acoustic is not None:
-                acoustic.cancel()
+                acoustic.cancel()  # awaited by the verdict, or no longer needed
+        if said is not None:  # a false interruption: resume once this utterance is over
+            turn.finish("backchannel" if said else "no_speech")
+            if deciding:
+                self._schedule_commit(turn, turn.ended.speech_end
+                                      + self.config.pipeline.complete_silence_ms / 1000)
+            await turn.gate.wait()
+            if self._held is not None:
+                await self._resume_held(turn)
+            return
+        if messages is None:
             turn.finish("no_speech")
             return
-        with naming("llm", "building the prompt: "):  # the chat template, the tokenizer
-            messages = await self.conversation.prompt(transcript.text, transcript.language)
-        if deciding and turn.gate.is_set():  # the VAD closed the utterance first
-            if acoustic is not None:
-                acoustic.cancel()
-        elif deciding:
-            verdict = await self.end_of_turn.verdict(transcript.text, messages, acoustic)
-            tl.mark("eot_decided")
-            turn.verdict = verdict
-            self._schedule_commit(turn, turn.ended.speech_end + verdict.silence_s)
         request = LLMRequest(turn.turn_id, clock.now(), messages)
         async with aclosing(self.reply.audio(request, tl.mark)) as chunks:
             async for chunk in chunks:
@@ -430,6 +428,11 @@ def _plain(text: str) -> str:
     """Lower case, letters, digits, spaces and inner hyphens: "Mm-hmm." -> "mm-hmm"."""
     kept = "".join(ch if ch.isalnum() or ch in " -" else " " for ch in text.lower())
     return " ".join(w.strip("-") for w in kept.split()).strip()
+
+
+def _takes_turn(said: str, backchannels: set[str]) -> bool:
+    """Words that are more than a listener's backchannel."""
+    return bool(said) and _plain(said) not in backchannels
 
 
 def _beyond(before: str, after: str) -> str:
