@@ -25,17 +25,12 @@ from eval.corpus import load_manifest
 from eval.stats import percentiles
 from pipeline.audio import read_wav
 from pipeline.config import load_config
+from pipeline.endpoint import unfinished_text
 from pipeline.events import ChatMessage
 
 OUT = Path(__file__).resolve().parent / "out"
 THRESHOLDS = (-1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -6.0)
 ACOUSTIC_THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9)
-
-
-def unfinished_text(text: str) -> bool:
-    """Whisper marks speech that trails off: "He was not an ill...", "four of f-"."""
-    t = text.rstrip()
-    return t.endswith(("...", "…", "-", ","))
 
 
 def main() -> None:

@@ -355,10 +355,10 @@ def soak_live(config_path: str, minutes: float, interval_s: float, out: Path,
             if ended_early and not sampler.samples:
                 raise RuntimeError(f"the live session ended by itself (exit "
                                    f"{session.proc.returncode}):\n{session.output[-3000:]}")
-            if not ended_early and (not sampler.samples
-                                    or sampler.samples[-1]["turns"] < sampler.sample()["turns"]):
-                sampler.samples.append(sampler.sample(sampler.since))  # the last window
             final = sampler.samples[-1] if ended_early else sampler.sample()
+            if not ended_early and (not sampler.samples
+                                    or sampler.samples[-1]["turns"] < final["turns"]):
+                sampler.samples.append(sampler.sample(sampler.since))  # the last window
             minutes_run = round((time.monotonic() - sampler.t0) / 60, 2)
             output = stop_session(session)
         finally:

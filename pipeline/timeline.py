@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 from . import clock
 
-PHASES = ("user_speech_end", "endpoint", "asr_final", "eot_decided", "llm_first_token", "first_sentence",
-          "tts_first_audio", "playback_start")
+PHASES = ("user_speech_end", "endpoint", "asr_final", "eot_decided", "llm_first_token",
+          "first_sentence", "tts_first_audio", "playback_start")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from eval.pauses import Item, build_items, score
+from eval.pauses import Item, score
 from eval.scripted import UserTurn
 from pipeline import clock
 from pipeline.audio import read_wav, write_wav
@@ -27,7 +27,7 @@ def clip(corpus, cid):
 
 
 def words(asr, audio):
-    from faster_whisper import WhisperModel  # noqa: F401 - the stage's own model below
+    """Whisper's words with their times, from the ASR stage's own model."""
     segments, _ = asr._model.transcribe(audio, language="en", word_timestamps=True, beam_size=1)
     return [w for s in segments for w in s.words]
 
