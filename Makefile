@@ -7,7 +7,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install system-deps run test report soak check llama-serve vllm-serve clean
+.PHONY: install system-deps run test report quality soak check llama-serve vllm-serve clean
 
 # llama.cpp is compiled here (no wheel on PyPI). Not for this CPU only (-march=native):
 # a portable AVX2 build runs on any x86-64 CPU of the last decade, and native builds
@@ -66,6 +66,16 @@ SLOW ?=
 report: install
 	$(PY) -m eval.report --config $(CONFIG) $(if $(filter 1 yes true,$(ABLATION)),--ablation) \
 	  $(if $(SLOW),--slow $(SLOW))
+
+# Reply quality: the spoken question set (eval/questions.py) through each profile, same run
+# (eval/out/quality.md, quality.json): answer, echo and distinct-reply rates beside V2V.
+# VARIANTS=1: the first profile again with each reply-quality technique off in turn;
+# SET=heldout: the second question set, not used to tune the default profile.
+PROFILES ?= configs/default.yaml configs/quality.yaml
+VARIANTS ?=
+quality: install
+	$(PY) -m eval.quality $(foreach p,$(PROFILES),--config $(p)) \
+	  $(if $(filter 1 yes true,$(VARIANTS)),--variants) $(if $(SET),--set $(SET))
 
 # Soak: a looped corpus conversation with barge-ins for MINUTES minutes, in real time
 # (eval/out/soak.json, soak.png): RSS, threads, descriptors, V2V drift, lost lines.

@@ -26,6 +26,7 @@ from eval.stats import percentiles
 from pipeline.audio import read_wav
 from pipeline.config import load_config
 from pipeline.endpoint import unfinished_text
+from pipeline.conversation import Conversation
 from pipeline.events import ChatMessage
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -45,7 +46,10 @@ def main() -> None:
     asyncio.run(llm.start())
     whisper = WhisperModel(str(resolve_model(config.asr.model)), device="cpu",
                            compute_type="int8", cpu_threads=2)
-    system = ChatMessage("system", config.llm.system_prompt)
+    # what the pipeline's prompts start with (system prompt and primer), and the system
+    # prompt alone, to see what the primer does to the signal
+    head = Conversation(llm, None).system(None)
+    bare = head[:1]
     smart_turn = SmartTurn()
     smart_turn.load()
     rows, cpu_ms = [], []
@@ -63,17 +67,19 @@ def main() -> None:
         cut_segments, _ = whisper.transcribe(audio[:int((cut_at + 0.05) * 16000)],
                                              language="en", beam_size=1)
         cut = "".join(s.text for s in cut_segments).strip()
-        scores = []
+        scores, no_primer = [], []
         for text in (whole, cut):
             t0 = time.process_time()
-            scores.append(llm.end_of_turn_logprob((system, ChatMessage("user", text))))
+            scores.append(llm.end_of_turn_logprob((*head, ChatMessage("user", text))))
             cpu_ms.append((time.process_time() - t0) * 1000)
+            no_primer.append(llm.end_of_turn_logprob((*bare, ChatMessage("user", text))))
         # the acoustic signal on the audio a pause would give: up to the last word + 96 ms
         heard = [audio[:int((words[-1].end + 0.096) * 16000)],
                  audio[:int((cut_at + 0.096) * 16000)]]
         acoustic = [smart_turn.probability(a) for a in heard]
         rows.append({"clip": clip.id, "whole": whole, "whole_logprob": scores[0], "cut": cut,
-                     "cut_logprob": scores[1], "whole_smart_turn": acoustic[0],
+                     "cut_logprob": scores[1], "whole_logprob_no_primer": no_primer[0],
+                     "cut_logprob_no_primer": no_primer[1], "whole_smart_turn": acoustic[0],
                      "cut_smart_turn": acoustic[1]})
         print(f"{clip.id:40s} whole {scores[0]:6.2f} {acoustic[0]:.2f}  cut {scores[1]:6.2f} "
               f"{acoustic[1]:.2f} {cut[-40:]!r}")
@@ -84,7 +90,12 @@ def main() -> None:
         cut_ok_rule = sum(r["cut_logprob"] >= th and not unfinished_text(r["cut"]) for r in rows)
         table.append({"threshold": th, "whole_judged_complete": whole_ok / len(rows),
                       "cut_judged_complete": cut_ok / len(rows),
-                      "cut_judged_complete_with_text_rule": cut_ok_rule / len(rows)})
+                      "cut_judged_complete_with_text_rule": cut_ok_rule / len(rows),
+                      "no_primer_whole_judged_complete": sum(
+                          r["whole_logprob_no_primer"] >= th and not unfinished_text(r["whole"])
+                          for r in rows) / len(rows),
+                      "no_primer_cut_judged_complete": sum(
+                          r["cut_logprob_no_primer"] >= th for r in rows) / len(rows)})
     acoustic_table = []
     for th in ACOUSTIC_THRESHOLDS:
         acoustic_table.append({
@@ -95,11 +106,14 @@ def main() -> None:
               "smart_turn_table": acoustic_table,
               "smart_turn_cpu_ms": percentiles(smart_turn.cpu_ms), "rows": rows}
     print(f"\n{len(rows)} clips; CPU per estimate p50 {result['cpu_ms_per_estimate']['p50']:.0f} ms")
-    print("| log P threshold | whole judged complete | cut judged complete | with the text rule |")
-    print("|---:|---:|---:|---:|")
+    print("| log P threshold | whole judged complete | cut judged complete | with the text rule "
+          "| without the primer: whole | cut |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for r in table:
         print(f"| {r['threshold']:g} | {r['whole_judged_complete']:.0%} | "
-              f"{r['cut_judged_complete']:.0%} | {r['cut_judged_complete_with_text_rule']:.0%} |")
+              f"{r['cut_judged_complete']:.0%} | {r['cut_judged_complete_with_text_rule']:.0%} | "
+              f"{r['no_primer_whole_judged_complete']:.0%} | "
+              f"{r['no_primer_cut_judged_complete']:.0%} |")
     print("\n| Smart Turn threshold | whole judged complete | cut judged complete |")
     print("|---:|---:|---:|")
     for r in acoustic_table:

@@ -19,6 +19,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Optional
 
+from eval.long_files import render as render_long_files
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "eval" / "out"
 
@@ -87,7 +89,8 @@ def soak_section(s: dict[str, Any], image: str) -> list[str]:
 
 
 def render(cases: list[dict[str, Any]], soak: Optional[dict[str, Any]],
-           live_soak: Optional[dict[str, Any]] = None) -> str:
+           live_soak: Optional[dict[str, Any]] = None,
+           long_files: Optional[dict[str, Any]] = None) -> str:
     failed = [c for c in cases if c["outcome"] == "failed"]
     lines = ["# Cascade reliability report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python -m eval.reliability`.", ""]
@@ -100,6 +103,12 @@ def render(cases: list[dict[str, Any]], soak: Optional[dict[str, Any]],
                   "cleanly with its transcript kept.", "",
                   "| area | case | outcome |", "|---|---|---|"]
         lines += [f"| {c['area']} | {c['case']} | {c['outcome']} |" for c in cases]
+    if long_files:
+        lines += ["", "## Long input files", "",
+                  "`python -m eval.long_files`: silence, white noise and a looped utterance "
+                  "(no pause added: the user talks on over each reply), each short and long, "
+                  "in file mode as fast as the CPU goes; peak RSS of the long file against "
+                  "the short one.", "", *render_long_files(long_files)]
     for result, image in ((soak, "soak.png"), (live_soak, "soak-live.png")):
         if result:
             lines += soak_section(result, image)
@@ -110,6 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--soak", type=Path, default=OUT / "soak.json")
     ap.add_argument("--live-soak", type=Path, default=OUT / "soak-live.json")
+    ap.add_argument("--long-files", type=Path, default=OUT / "long_files.json")
     ap.add_argument("--no-tests", action="store_true",
                     help="keep the cases of the last run (reliability.json), redo the soak part")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -122,9 +132,11 @@ def main() -> None:
         cases = run_matrix(args.out / "reliability-junit.xml")
     soak = json.loads(args.soak.read_text()) if args.soak.is_file() else None
     live = json.loads(args.live_soak.read_text()) if args.live_soak.is_file() else None
-    (args.out / "reliability.md").write_text(render(cases, soak, live))
+    long_files = json.loads(args.long_files.read_text()) if args.long_files.is_file() else None
+    (args.out / "reliability.md").write_text(render(cases, soak, live, long_files))
     (args.out / "reliability.json").write_text(json.dumps({"cases": cases, "soak": soak,
-                                                           "live_soak": live}, indent=2))
+                                                           "live_soak": live,
+                                                           "long_files": long_files}, indent=2))
     print(f"wrote {args.out}/reliability.md: {len(cases)} cases, "
           f"{sum(c['outcome'] == 'failed' for c in cases)} failed")
 

@@ -22,7 +22,6 @@ import contextlib
 import json
 import platform
 import random
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -32,18 +31,17 @@ import numpy as np
 import yaml
 
 from eval.corpus import load_manifest
-from eval.cpu_quota import CpuQuota, SlowCpu
+from eval.cpu_quota import SlowCpu
 from eval.pauses import build_items, pauses_benchmark, render as render_pauses
-from eval.scripted import ScriptedUser, UserTurn
+from eval.quality import OLD_SYSTEM_PROMPT, headline, render as render_quality, run_profile as run_quality, \
+    synthesize
+from eval.questions import QUESTIONS
+from eval.scripted import run_conversation
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, plain, \
     phase_table, span_ms, under_share
 from pipeline.audio import read_wav
-from pipeline.clock import Clock
 from pipeline.config import CascadeConfig, load_config
-from pipeline.console import Console
-from pipeline.session import Session
-from pipeline.sinks import FileSink
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -60,6 +58,14 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},
     "prompt truncation": {"pipeline": {"truncate_prompt": False}},
     "warm-up": {"pipeline": {"warmup": False}},
+    # reply quality (eval.quality measures what they do to the replies; here, their
+    # latency): the primer's tokens, the echo guard's per-token check, history shaping
+    "reply primer (llm.primer)": {"llm": {"primer": []}},
+    "echo guard (llm.echo_guard)": {"llm": {"echo_guard": False}},
+    "history shaping (pipeline.history_max_turns)": {"pipeline": {"history_max_turns": None}},
+    "reply-quality settings, all (the system prompt of before too)": {
+        "llm": {"primer": [], "echo_guard": False, "system_prompt": OLD_SYSTEM_PROMPT},
+        "pipeline": {"history_max_turns": None}},
     # the budget: ASR 1 thread, LLM prefill 2 / token generation 1 (a core left for
     # the TTS while the reply is still being written), TTS 2; off: 2 for every stage
     "thread budget (off: 2 threads everywhere)": {"asr": {"cpu_threads": 2},
@@ -99,56 +105,6 @@ def pick_clips(n: int, seed: int = 1, max_s: float = 7.0) -> list:
     random.Random(seed).shuffle(order)
     chosen = (order * (n // len(order) + 1))[:n]
     return [(c, read_wav(c.path), speech_end(c, clips)) for c in chosen]
-
-
-def match_turns(user_turns: list[UserTurn], records: list[dict[str, Any]],
-                end: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Pair each scripted user turn with the pipeline turn that answered its end."""
-    matched, premature, missed = [], 0, 0
-    for i, ut in enumerate(user_turns):
-        nxt = user_turns[i + 1].offset if i + 1 < len(user_turns) else end
-        mine = [r for r in records if r.get("user_speech_end") is not None
-                and ut.offset <= r["user_speech_end"] < nxt]
-        answered = [r for r in mine if r.get("playback_start") is not None]
-        final = [r for r in answered if r["user_speech_end"] >= ut.speech_end - 0.5]
-        premature += len([r for r in mine if r["user_speech_end"] < ut.speech_end - 0.5])
-        if not final:
-            missed += 1
-            continue
-        rec = dict(final[-1])
-        rec.update(speech_end=ut.speech_end, clip=ut.clip.id, user_turn=i + 1)
-        matched.append(rec)
-    return matched, {"premature_endpoints": premature, "missed_turns": missed}
-
-
-async def run_conversation(config: CascadeConfig, clips, seed: int, progress=None,
-                           llm_cpu: Optional[float] = None) -> dict[str, Any]:
-    session = Session(config, lambda stages: FileSink(rate=stages.tts.sample_rate),
-                      console=Console(quiet=True))
-    with contextlib.ExitStack() as stack:
-        if llm_cpu is not None:  # the LLM's thread, and the threads it starts, slowed down
-            quota = stack.enter_context(CpuQuota(llm_cpu, "cascade-llm"))
-            quota.add_thread(await session.stages.llm.worker.call(threading.get_native_id))
-        return await _converse(session, clips, seed, progress)
-
-
-async def _converse(session: Session, clips, seed: int, progress) -> dict[str, Any]:
-    t_load = time.perf_counter()
-    async with session:
-        ready_s = time.perf_counter() - t_load
-        clock = Clock()
-        sink = session.sink
-        user = ScriptedUser(clips, clock, lambda: not session.busy and sink.busy_until() <= clock.now(),
-                            seed=seed, on_turn=lambda i: progress and progress.update(1))
-        await session.run(user.frames(), clock)
-    log = session.log
-    matched, counts = match_turns(user.turns, log.timeline, user.media_time)
-    for rec in matched:
-        tr = next(t for t in log.transcript if t["turn_id"] == rec["turn_id"])
-        rec.update(user_text=tr["user"], assistant_text=tr["assistant"])
-    asr_stats = getattr(session.stages.asr, "stats", {})
-    return {"turns": matched, "counts": counts, "speculation": dict(session.orchestrator.stats),
-            "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline}
 
 
 def after_vad_end_ms(turn: dict[str, Any]) -> Optional[float]:
@@ -259,20 +215,21 @@ def plot(turns: list[dict[str, Any]], out: Path) -> None:
 def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
            out: Path = OUT, llm_cpu: Optional[float] = None,
            switches: Optional[list[str]] = None, slow: Optional[float] = None,
-           pauses: bool = True, pauses_items: Optional[int] = None) -> dict[str, Any]:
+           pauses: bool = True, pauses_items: Optional[int] = None,
+           quality: bool = True) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
     (the naive cascade is then left out); ``llm_cpu``: the LLM gets this fraction of
     one core; ``slow``: every thread gets this fraction of a core, an emulated slower
     CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
         return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,
-                       switches, slow, pauses, pauses_items)
+                       switches, slow, pauses, pauses_items, quality)
 
 
 def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
             out: Path, llm_cpu: Optional[float], switches: Optional[list[str]],
             slow: Optional[float], pauses: bool = True,
-            pauses_items: Optional[int] = None) -> dict[str, Any]:
+            pauses_items: Optional[int] = None, quality: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     base = load_config(config_path)
@@ -303,6 +260,11 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         print("pauses benchmark: the configured end of turn, then the fixed silence")
         pauses_result = pauses_benchmark(base, build_items()[:pauses_items] if pauses_items
                                          else None)
+    quality_result = None
+    if quality:  # what the replies say: the spoken question set, same profile
+        print("reply quality: the spoken question set")
+        quality_result = run_quality(base, synthesize(
+            QUESTIONS[:pauses_items] if pauses_items else QUESTIONS))
     elapsed = time.perf_counter() - t_start
 
     full = results["full pipeline"]
@@ -360,6 +322,11 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         summary["naive_v2v_ms"] = {"p50": None, "p90": None}
         summary["speedup_vs_naive_p50"] = None
 
+    if quality_result is not None:
+        summary["quality"] = headline(quality_result)
+        (out / "quality.json").write_text(json.dumps(
+            {"questions": quality_result["questions"], "runs": {config_path: quality_result}},
+            indent=2, default=plain))
     if pauses_result is not None:
         summary["pauses"] = {k: v for k, v in pauses_result.items() if k != "detail"}
         (out / "pauses.json").write_text(json.dumps(pauses_result, indent=2, default=plain))
@@ -370,7 +337,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
                 f.write(json.dumps({"variant": name, **t}, default=plain) + "\n")
     if full_turns:
         plot(full_turns, out)
-    md = render_markdown(summary, base, full_turns, pauses_result)
+    md = render_markdown(summary, base, full_turns, pauses_result, quality_result)
     (out / "report.md").write_text(md)
     return summary
 
@@ -380,7 +347,8 @@ def _ms(x: Optional[float]) -> str:
 
 
 def render_markdown(summary: dict[str, Any], config: CascadeConfig,
-                    turns: list[dict[str, Any]], pauses: Optional[dict[str, Any]] = None) -> str:
+                    turns: list[dict[str, Any]], pauses: Optional[dict[str, Any]] = None,
+                    quality: Optional[dict[str, Any]] = None) -> str:
     v = summary["v2v_ms"]
     spec = summary["speculation"]
     lines = [
@@ -452,6 +420,12 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                   "reply started while the user had more to say; split: two turns of one "
                   "utterance reached the history; late: V2V over 1 s.", "",
                   render_pauses(pauses)]
+    if quality is not None:
+        lines += ["", "## Reply quality", "",
+                  f"{quality['questions']} spoken questions and statements (eval/questions.py, "
+                  "spoken by the bundled Piper voice), one conversation through the whole "
+                  "pipeline; every reply is in quality.json (`make quality` compares profiles).",
+                  "", render_quality({"runs": {summary["config"]: quality}}).split("\n###")[0]]
     m = summary["machine"]
     lines += ["", "## Machine and versions", "",
               f"{m['cpu']}, {m['cores']} cores, {m['mhz']} MHz, ISA: {', '.join(m['isa'])}; "
@@ -483,11 +457,15 @@ def main() -> None:
                     "its thread): a slower LLM, e.g. to measure the gap between sentences")
     ap.add_argument("--no-pauses", action="store_true", help="leave out the pauses benchmark")
     ap.add_argument("--pauses-items", type=int, metavar="N",
-                    help="only the first N utterances of the pauses set (a quick check)")
+                    help="only the first N utterances of the pauses set, and the first N "
+                    "questions of the reply-quality set (a quick check)")
+    ap.add_argument("--no-quality", action="store_true",
+                    help="leave out the reply-quality question set")
     args = ap.parse_args()
     summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
                      args.out, llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow,
-                     pauses=not args.no_pauses, pauses_items=args.pauses_items)
+                     pauses=not args.no_pauses, pauses_items=args.pauses_items,
+                     quality=not args.no_quality)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
 

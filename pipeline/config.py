@@ -41,6 +41,11 @@ class PipelineSettings(Strict):
         640, ge=64,
         description="Prompt truncation: most tokens (counted with the LLM's own tokenizer) "
         "for system prompt + history + new user message; oldest whole turns are dropped first.")
+    history_max_turns: Optional[int] = Field(
+        None, ge=0, description="History shaping: most whole turns (a user message and its "
+        "reply) kept in the prompt, whatever their tokens; null: as many as the budget holds. "
+        "A small model copies its own earlier replies into new ones: a short memory keeps "
+        "it on the new question.")
     truncate_prompt: bool = Field(
         True, description="Apply history_token_budget (off: the whole history is sent).")
     stream_tts: bool = Field(

@@ -19,17 +19,22 @@ from .truncation import HistoryWindow
 
 class Conversation:
     def __init__(self, llm, budget: Optional[int],
-                 on_error: Callable[[str], None] = lambda message: None):
+                 on_error: Callable[[str], None] = lambda message: None,
+                 max_turns: Optional[int] = None):
         self.llm = llm
-        self.window = HistoryWindow(budget)
+        self.window = HistoryWindow(budget, max_turns=max_turns)
         self.history: list[ChatMessage] = []
         self.carried = ""  # said in turns that got no reply: starts the next user message
         self.language: Optional[str] = None  # the user's language, from the newest turn
         self._prefill: Optional[asyncio.Future] = None
         self._on_error = on_error
 
-    def system(self, language: Optional[str]) -> str:
-        return system_prompt(self.llm.config.system_prompt, language)
+    def system(self, language: Optional[str]) -> tuple[ChatMessage, ...]:
+        """What every prompt starts with: the system prompt in the user's language, then
+        the primer's example exchanges (if the LLM's settings have one)."""
+        cfg = self.llm.config
+        primer = cfg.primer_messages() if hasattr(cfg, "primer_messages") else ()
+        return (ChatMessage("system", system_prompt(cfg.system_prompt, language)), *primer)
 
     def user_message(self, text: str) -> str:
         """The next user message: anything carried over, then ``text``."""
@@ -80,6 +85,11 @@ class Conversation:
         """The history as it will be once this reply is recorded whole."""
         return [*self.history, ChatMessage("user", self.user_message(user_text)),
                 ChatMessage("assistant", reply)]
+
+    async def prefilled(self) -> None:
+        """Wait for the prefill-ahead in flight, if any (its errors are reported)."""
+        if self._prefill is not None:
+            await asyncio.wait([self._prefill])
 
     async def aclose(self) -> None:
         if self._prefill is not None and not self._prefill.done():

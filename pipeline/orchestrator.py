@@ -60,7 +60,8 @@ class Orchestrator:
         self.observers = Observers(shown, LogObserver(log, shown.error), *observers)
         pc = config.pipeline
         self.conversation = Conversation(stages.llm, pc.history_token_budget
-                                         if pc.truncate_prompt else None, self.observers.error)
+                                         if pc.truncate_prompt else None, self.observers.error,
+                                         pc.history_max_turns)
         self.reply = ReplyChain(stages.llm, stages.tts, pc)
         self.end_of_turn: Optional[EndOfTurn] = None
         if pc.endpointing == "adaptive" and pc.speculative:
@@ -94,6 +95,10 @@ class Orchestrator:
         if self.config.pipeline.warmup:
             for s in self.stages.all():
                 await s.warmup()
+            # the prompt's head (system prompt and primer) into the LLM's KV cache, so
+            # that the first turn prefills only its own message, like every later one
+            self.conversation.prefill()
+            await self.conversation.prefilled()
         self.ready_s = time.perf_counter() - t0
         loads = ", ".join(f"{s.kind} {s.load_s:.2f}s" for s in self.stages.all())
         self.observers.notice(f"ready in {self.ready_s:.2f} s (load: {loads}; then warm-up)")

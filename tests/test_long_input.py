@@ -66,3 +66,20 @@ def test_a_long_file_takes_no_more_memory_than_a_short_one(tmp_path, corpus):
         peaks[minutes] = peak_mb(res)
     # held whole, 20 minutes would add ~77 MB of input and ~210 MB of stereo output
     assert peaks[20] - peaks[2] < 30, peaks
+
+
+def test_the_long_file_benchmark_runs_each_kind_and_reports_it():
+    """eval.long_files (the one-hour files of the reliability report), in miniature."""
+    from eval.long_files import bench, render
+    result = bench(["silence", "noise", "speech"], minutes=0.5, short=0.25)
+    runs = result["runs"]
+    assert set(runs) == {f"{k} {m:g} min" for k in ("silence", "noise", "speech")
+                         for m in (0.25, 0.5)}
+    for name, r in runs.items():
+        assert r["exit_code"] == 0, (name, r["stderr_tail"])
+        assert r["turns_with_error"] == 0 and r["conversation_s"] >= r["input_s"], (name, r)
+        assert r["peak_rss_mb"] > 100  # the models are loaded: the figure is the process's
+    assert runs["silence 0.5 min"]["turns"] == 0
+    assert runs["speech 0.5 min"]["answered"] >= 1  # a looped utterance gets replies
+    assert "peak_rss_growth_mb" in runs["speech 0.5 min"]
+    assert len(render(result)) == 2 + len(runs)

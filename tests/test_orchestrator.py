@@ -5,6 +5,7 @@ fault injected at every stage and phase."""
 import pytest
 
 from pipeline.errors import StageError
+from pipeline.events import ChatMessage
 from pipeline.observers import Observer
 from pipeline import clock
 from pipeline.stages import Stages
@@ -354,8 +355,10 @@ def test_prefill_ahead_uses_the_prompt_of_the_users_language(default_config):
     session(default_config, [(1.0, 2.0), (9.0, 10.0)], 16.0, asr=French(), llm=llm)
     second_prompt = llm.requests[1].messages
     assert "reply in French" in second_prompt[0].content
-    # every prefill after turn 1 primed the same system prompt the next turn used
-    assert llm.prefixes and all(p[0] == second_prompt[0] for p in llm.prefixes)
+    # the first prefill, at start, primed the prompt's head before anyone spoke; every
+    # prefill after turn 1 primed the same system prompt the next turn used
+    assert llm.prefixes[0] == (ChatMessage("system", "be brief"),)
+    assert llm.prefixes[1:] and all(p[0] == second_prompt[0] for p in llm.prefixes[1:])
     assert llm.prefixes[-1][:3] == second_prompt[:3]
 
 

@@ -18,7 +18,7 @@ from pipeline.languages import system_prompt
 from tests.conftest import ROOT, aiter_of, collect, rms, run
 from tests.llama_server import LlamaServer
 
-CPU_PROFILES = ["default", "multilingual", "fast", "server"]
+CPU_PROFILES = ["default", "multilingual", "fast", "server", "quality"]
 
 
 @pytest.fixture(scope="module")
