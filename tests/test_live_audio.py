@@ -76,9 +76,10 @@ def test_own_voice_does_not_interrupt_but_the_user_does(room, tmp_path, corpus, 
     config = tmp_path / "echo.yaml"
     # long replies, so that there is something to interrupt
     config.write_text(DEFAULT_CONFIG.read_text().replace(
-        "model: smollm2-135m-instruct", "model: smollm2-135m-instruct\n  max_tokens: 64\n"
+        "model: smollm2-135m-instruct", "model: smollm2-135m-instruct\n  max_tokens: 40\n"
         "  system_prompt: You are a storyteller. Always answer with a long story of three "
-        "sentences.") + f"audio:\n  echo: {echo_mode}\n")
+        "sentences.\n  primer: []  # its examples are one short sentence") +
+        f"audio:\n  echo: {echo_mode}\n")
     room.add_echo(latency_ms=60, volume_pct=50)  # speaker -> microphone, -6 dB, 60 ms + buffers
     s = room.session(ROOT, tmp_path / "out", config)
     s.wait_for("listening: just speak")

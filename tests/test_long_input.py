@@ -49,7 +49,7 @@ def test_the_conversation_file_holds_the_input_and_the_reply(tmp_path, corpus):
     left = resample(np.ascontiguousarray(stereo[:, 0]), rate, 16000)[:len(user)]
     assert np.corrcoef(left, user[:len(left)])[0, 1] > 0.99  # the input, on its own time line
     assert np.sqrt(np.mean(stereo[:, 1] ** 2)) > 0.005  # and the reply after it
-    assert len(stereo) / rate > len(user) / 16000 + 1.0  # the reply plays on past the input
+    assert len(stereo) / rate > len(user) / 16000 + 0.3  # the reply plays on past the input
 
 
 def test_a_long_file_takes_no_more_memory_than_a_short_one(tmp_path, corpus):

@@ -3,6 +3,7 @@ import numpy as np
 
 from eval.wer import wer
 from pipeline.audio import read_wav, resample
+from pipeline.conversation import Conversation
 from pipeline.events import ChatMessage, LLMRequest, Sentence, SpeechEnded
 from tests.conftest import aiter_of, collect, rms, run
 
@@ -27,7 +28,8 @@ def test_asr_silence_gives_no_words(asr):
 
 
 def test_llm_answers_a_question(llm):
-    msgs = (ChatMessage("system", llm.config.system_prompt),
+    # the prompt's head as the pipeline sends it: the system prompt and the primer
+    msgs = (*Conversation(llm, None).system(None),
             ChatMessage("user", "What is the capital of France?"))
     deltas = run(collect(llm.process(aiter_of([LLMRequest(1, 0.0, msgs)]))))
     reply = "".join(d.text for d in deltas)
