@@ -21,13 +21,13 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from eval.corpus import Clip
 from eval.questions import QUESTIONS, SETS, Question, score_reply, summarize
-from eval.scripted import run_conversation
+from eval.scripted import applicable, run_conversation
 from eval.stats import durations_ms, percentiles, plain
 from pipeline.audio import PIPELINE_RATE, resample
 from pipeline.config import CascadeConfig, load_config
@@ -123,14 +123,6 @@ def run_profile(config: CascadeConfig, clips, seed: int = 0) -> dict[str, Any]:
     return score_run(asyncio.run(run_conversation(config, clips, seed)), questions)
 
 
-def overrides_for(config: CascadeConfig, over: dict[str, dict[str, Any]]
-                  ) -> Optional[dict[str, dict[str, Any]]]:
-    have = config.to_dict()
-    kept = {s: {k: v for k, v in vals.items() if k in have.get(s, {})} for s, vals in over.items()}
-    kept = {s: v for s, v in kept.items() if v}
-    return kept or None
-
-
 def quality(configs: list[str], variants: bool | list[str] = False, seed: int = 0,
             carrier: str = "piper", question_set: str = "main") -> dict[str, Any]:
     """``variants``: True for every one, or the names (a word of them) to run."""
@@ -144,8 +136,8 @@ def quality(configs: list[str], variants: bool | list[str] = False, seed: int = 
         for name, over in VARIANTS.items():
             if variants is not True and not any(w in name for w in variants):
                 continue
-            applied = overrides_for(base, over)
-            if applied is None:
+            applied = applicable(base, over)
+            if not applied:
                 continue
             print(f"reply quality: {configs[0]} {name}")
             runs[f"{configs[0]} {name}"] = {"config": configs[0], "overrides": applied,

@@ -33,10 +33,10 @@ import yaml
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
 from eval.pauses import build_items, pauses_benchmark, render as render_pauses
-from eval.quality import OLD_SYSTEM_PROMPT, headline, render as render_quality, run_profile as run_quality, \
+from eval.quality import VARIANTS as QUALITY_VARIANTS, headline, render as render_quality, run_profile as run_quality, \
     synthesize
 from eval.questions import QUESTIONS
-from eval.scripted import run_conversation
+from eval.scripted import applicable, run_conversation
 from eval.speech_bounds import speech_end
 from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, plain, \
     phase_table, span_ms, under_share
@@ -63,25 +63,14 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "reply primer (llm.primer)": {"llm": {"primer": []}},
     "echo guard (llm.echo_guard)": {"llm": {"echo_guard": False}},
     "history shaping (pipeline.history_max_turns)": {"pipeline": {"history_max_turns": None}},
-    "reply-quality settings, all (the system prompt of before too)": {
-        "llm": {"primer": [], "echo_guard": False, "system_prompt": OLD_SYSTEM_PROMPT},
-        "pipeline": {"history_max_turns": None}},
+    "reply-quality settings, all (the system prompt of before too)":
+        QUALITY_VARIANTS["all four off (as before)"],
     # the budget: ASR 1 thread, LLM prefill 2 / token generation 1 (a core left for
     # the TTS while the reply is still being written), TTS 2; off: 2 for every stage
     "thread budget (off: 2 threads everywhere)": {"asr": {"cpu_threads": 2},
                                                   "llm": {"n_threads": 2, "n_threads_batch": 2},
                                                   "tts": {"threads": 2}},
 }
-
-
-def applicable(config: CascadeConfig, overrides: dict[str, dict[str, Any]]
-               ) -> dict[str, dict[str, Any]]:
-    """The part of ``overrides`` this profile has keys for (the openai backend has no
-    KV-cache switch, espeak no thread count...)."""
-    have = config.to_dict()
-    kept = {section: {k: v for k, v in values.items() if k in have.get(section, {})}
-            for section, values in overrides.items()}
-    return {section: values for section, values in kept.items() if values}
 
 
 def naive_overrides(config: CascadeConfig) -> dict[str, dict[str, Any]]:

@@ -151,3 +151,13 @@ async def _converse(session: Session, clips, seed: int, progress) -> dict[str, A
     asr_stats = getattr(session.stages.asr, "stats", {})
     return {"turns": matched, "counts": counts, "speculation": dict(session.orchestrator.stats),
             "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline}
+
+
+def applicable(config: CascadeConfig, overrides: dict[str, dict[str, Any]]
+               ) -> dict[str, dict[str, Any]]:
+    """The part of ``overrides`` this profile has keys for (the openai backend has no
+    KV-cache switch, espeak no thread count...)."""
+    have = config.to_dict()
+    kept = {section: {k: v for k, v in values.items() if k in have.get(section, {})}
+            for section, values in overrides.items()}
+    return {section: values for section, values in kept.items() if values}
