@@ -7,7 +7,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install system-deps run test report quality soak check llama-serve vllm-serve clean
+.PHONY: install system-deps run test report quality soak serve loadtest check llama-serve vllm-serve clean
 
 # llama.cpp is compiled here (no wheel on PyPI). Not for this CPU only (-march=native):
 # a portable AVX2 build runs on any x86-64 CPU of the last decade, and native builds
@@ -38,8 +38,9 @@ install: $(STAMP)
 # Runtime: PortAudio (to build PyAudio), libspeexdsp (echo cancellation),
 # espeak-ng (the fast profile's TTS, configs/fast.yaml).
 SYSTEM_PKGS := libsndfile1 portaudio19-dev libspeexdsp1 espeak-ng
-# Tests also drive a real audio stack: a PulseAudio server with virtual devices.
-TEST_SYSTEM_PKGS := pulseaudio pulseaudio-utils libasound2-plugins
+# Tests also drive a real audio stack (a PulseAudio server with virtual devices) and a
+# real browser (headless Chromium, driven by Selenium through chromium-driver).
+TEST_SYSTEM_PKGS := pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver
 PKGS ?= $(SYSTEM_PKGS)
 system-deps:
 	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -84,6 +85,18 @@ MINUTES ?= 120
 soak: install
 	$(PY) -m eval.soak --config $(CONFIG) --minutes $(MINUTES) \
 	  $(if $(filter 1 yes true,$(LIVE)),--live)
+
+# The OpenAI Realtime-compatible WebSocket server (/v1/realtime), its web page (/),
+# /healthz and /metrics, on 127.0.0.1:8765 (server: in the YAML; PORT=N to override).
+PORT ?=
+serve: install
+	$(PY) -m pipeline serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
+
+# K simulated clients (the openai package's realtime client) speaking corpus clips in
+# real time against the server, K = CLIENTS (eval/out/loadtest.md, loadtest.json).
+CLIENTS ?= 1 2 4 8
+loadtest: $(TEST_STAMP)
+	$(PY) -m eval.loadtest --config $(CONFIG) --clients $(CLIENTS)
 
 # Validate a profile, load each stage and run a tiny request through it.
 check: install

@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list audio devices")
     cfg = sub.add_parser("config", help="validate a config and print its effective values")
     cfg.add_argument("--config", default="configs/default.yaml")
+    srv = sub.add_parser("serve", help="the OpenAI Realtime WebSocket server and its web page")
+    srv.add_argument("--config", default="configs/default.yaml")
+    srv.add_argument("--port", type=int, help="TCP port (overrides server.port)")
+    srv.add_argument("--host", help="address to bind (overrides server.host)")
     chk = sub.add_parser("check", help="validate a config, load each stage and run a tiny "
                          "request through it")
     chk.add_argument("--config", default="configs/default.yaml")
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from .check import check
             return 0 if asyncio.run(check(config)) else 1
+        if args.command == "serve":
+            from .server import serve
+            serve(config, args.port, args.host)
+            return 0
         if args.command == "run":
             if args.input is None:
                 from .live import run_live  # PyAudio is needed only here

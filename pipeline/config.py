@@ -8,6 +8,7 @@ Layout of a config file::
     tts:      {backend: piper, ...}
     pipeline: {...}            # orchestration and latency switches
     audio:    {...}            # live devices (used by `make run`)
+    server:   {...}            # the Realtime WebSocket server (used by `make serve`)
 
 Every default lives once, in the pydantic models (here and in each backend's
 module); ``python -m pipeline config --config FILE`` prints the effective values.
@@ -147,6 +148,28 @@ class AudioSettings(Strict):
                           "playback sooner on barge-in.")
 
 
+class ServerSettings(Strict):
+    """The Realtime WebSocket server and its web page (the `server:` section), used by `make serve`."""
+
+    host: str = Field("127.0.0.1", description="Address to bind. Any address other than "
+                      "localhost needs `token`.")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port (0: any free port).")
+    max_sessions: int = Field(2, ge=1, description="Sessions served at once; one more gets a "
+                              "`busy` error event and is closed, the others go on.")
+    token: Optional[str] = Field(None, description="Bearer token clients must send "
+                                 "(`Authorization: Bearer ...`, or `?token=` for the web page); "
+                                 "the env var CASCADE_SERVER_TOKEN overrides it.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Browser origins "
+                                       "allowed besides the server's own (Origin header).")
+    max_message_bytes: int = Field(1 << 20, ge=1024, description="Largest WebSocket message; "
+                                   "a bigger one closes that session with an error event.")
+    max_buffered_s: float = Field(10.0, gt=0, description="Input audio a client may send ahead "
+                                  "of real time; more is refused with an error event.")
+    sessions_dir: Optional[str] = Field("out/sessions", description="Each session's "
+                                        "transcript.jsonl and timeline.jsonl go to "
+                                        "<sessions_dir>/<session id>/; null keeps none.")
+
+
 @dataclass(frozen=True)
 class CascadeConfig:
     vad: Any
@@ -155,6 +178,7 @@ class CascadeConfig:
     tts: Any
     pipeline: PipelineSettings
     audio: AudioSettings
+    server: ServerSettings = ServerSettings()
     source: str = "<dict>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,6 +188,7 @@ class CascadeConfig:
             out[kind] = {"backend": _backend_name(kind, cfg), **cfg.model_dump()}
         out["pipeline"] = self.pipeline.model_dump()
         out["audio"] = self.audio.model_dump()
+        out["server"] = self.server.model_dump()
         return out
 
     def replace(self, **sections: Any) -> "CascadeConfig":
@@ -210,7 +235,7 @@ def parse_config(data: Any, source: str = "<dict>") -> CascadeConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, "
                           f"got {type(data).__name__}")
-    known = set(registry.KINDS) | {"pipeline", "audio"}
+    known = set(registry.KINDS) | {"pipeline", "audio", "server"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key; valid sections: "
@@ -235,6 +260,7 @@ def parse_config(data: Any, source: str = "<dict>") -> CascadeConfig:
     return CascadeConfig(
         pipeline=pipeline,
         audio=_validate("audio", AudioSettings, data.get("audio"), source),
+        server=_validate("server", ServerSettings, data.get("server"), source),
         source=source,
         **sections,
     )

@@ -17,6 +17,12 @@ class Observer:
     def status(self, state: str) -> None:
         """listening, hearing you, thinking, speaking."""
 
+    def speech_started(self, t: float) -> None:
+        """The VAD confirmed speech; ``t``: the media time of its first voiced sample."""
+
+    def endpoint(self, turn: Turn) -> None:
+        """The turn's end is decided (``turn.ended.speech_end``: its last voiced sample)."""
+
     def user(self, turn: Turn) -> None:
         """The user's words for this turn are known and about to be answered."""
 
@@ -42,6 +48,14 @@ class Observers(Observer):
     def status(self, state: str) -> None:
         for o in self.all:
             o.status(state)
+
+    def speech_started(self, t: float) -> None:
+        for o in self.all:
+            o.speech_started(t)
+
+    def endpoint(self, turn: Turn) -> None:
+        for o in self.all:
+            o.endpoint(turn)
 
     def user(self, turn: Turn) -> None:
         for o in self.all:

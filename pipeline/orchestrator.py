@@ -73,6 +73,7 @@ class Orchestrator:
         self._held: Optional[Turn] = None  # a reply stopped by speech that may be no words
         self._backchannels = {_plain(b) for b in pc.backchannels}
         self.ready_s: Optional[float] = None
+        self._stop_requested = False
         self.stats = {"speculative_started": 0, "speculative_committed": 0,
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0,
                       "early_endpoints": 0, "reopened": 0, "resumed": 0}
@@ -115,6 +116,11 @@ class Orchestrator:
         """A turn is being computed (not just played)."""
         return any(t is not None and t.computing for t in (self._turn, self._spec, self._held))
 
+    def request_stop(self) -> None:
+        """Stop the reply now, the barge-in way, without new speech (a client's
+        ``response.cancel``). Done at the next input frame, in order with the VAD's events."""
+        self._stop_requested = True
+
     # ---- main loop --------------------------------------------------------------
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
         self.observers.status("listening")
@@ -123,6 +129,7 @@ class Orchestrator:
             async for ev in self.stages.vad.process(self._watch(frames)):
                 if isinstance(ev, SpeechStarted):
                     self.observers.status("hearing you")
+                    self.observers.speech_started(ev.speech_start)
                     await self._barge_in(ev)
                 elif isinstance(ev, SpeechPaused):
                     if self.config.pipeline.speculative:
@@ -145,6 +152,10 @@ class Orchestrator:
         a turn as soon as its reply has played out, and commit a speculative turn once
         the silence its end-of-turn verdict asked for has passed."""
         async for frame in frames:
+            if self._stop_requested:
+                self._stop_requested = False
+                await self._drop_held()
+                await self._end_turn(stop_playback=True)
             busy_until = self.sink.busy_until()
             if not frame.assistant_speaking and busy_until > frame.t:
                 frame = dataclasses.replace(frame, assistant_speaking=True)
@@ -234,6 +245,7 @@ class Orchestrator:
         turn.timeline.mark("endpoint", clock.now() if turn.early else ended.t)
         turn.gate.set()
         self._turn = turn
+        self.observers.endpoint(turn)
         self.observers.status("thinking")
 
     async def _barge_in(self, started: SpeechStarted) -> None:
