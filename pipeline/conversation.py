@@ -42,8 +42,9 @@ class Conversation:
 
     async def prompt(self, text: str, language: Optional[str]) -> tuple[ChatMessage, ...]:
         """The LLM prompt for a new user message (tokens counted on the LLM's thread)."""
-        return await self.llm.worker.call(self.window.build, self.system(language), self.history,
-                                          self.user_message(text), self.llm.count_tokens)
+        run = getattr(self.llm, "run_tokenizer", None) or self.llm.worker.call
+        return await run(self.window.build, self.system(language), self.history,
+                         self.user_message(text), self.llm.count_tokens)
 
     def record(self, user_text: str, reply: str, language: Optional[str],
                interrupted: bool) -> None:

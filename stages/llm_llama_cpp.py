@@ -10,7 +10,7 @@ only the new turn is prefilled.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence
 
 from pydantic import Field, field_validator
 
@@ -149,6 +149,40 @@ class LlamaCppLLM(LLMStage):
         if rest:
             llm.eval(rest)
         return len(rest)
+
+    def save_kv(self) -> Optional[tuple[Any, int, Any]]:
+        """Blocking: the KV cache and the tokens it holds, to hand the model to another
+        session (the server) and come back without prefilling again."""
+        import ctypes
+
+        import llama_cpp
+
+        llm = self._llm
+        n = llm.n_tokens
+        if n == 0:
+            return None
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        got = llama_cpp.llama_state_seq_get_data(llm.ctx, buf, size, 0)
+        return (buf, got, llm.input_ids[:n].copy()) if got else None
+
+    def load_kv(self, saved: Optional[tuple[Any, int, Any]]) -> None:
+        """Blocking: the KV cache as :meth:`save_kv` saw it (None: empty)."""
+        import llama_cpp
+
+        llm = self._llm
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+        llm.n_tokens = 0
+        if saved is None:
+            return
+        buf, size, ids = saved
+        if llama_cpp.llama_state_seq_set_data(llm.ctx, buf, size, 0):
+            llm.input_ids[:len(ids)] = ids
+            llm.n_tokens = len(ids)
+            if hasattr(llm, "_requires_eval"):
+                llm._requires_eval = True  # the logits are not restored
+        else:  # it did not fit: the next prompt is prefilled whole
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
 
     def end_of_turn_logprob(self, messages: Sequence[ChatMessage]) -> float:
         """Blocking: the natural log of the probability that the user's message (the
