@@ -6,6 +6,7 @@ are refused: nothing is fetched at run time.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -93,6 +94,9 @@ class FasterWhisperConfig(Strict):
         return self
 
 
+ONEDNN_PRIMITIVES = 16
+
+
 @register("asr", "faster_whisper", FasterWhisperConfig, "Whisper via faster-whisper (CTranslate2)")
 class FasterWhisperASR(ASRStage):
     def __init__(self, config: FasterWhisperConfig):
@@ -102,6 +106,11 @@ class FasterWhisperASR(ASRStage):
         self.stats = {"short": 0, "repaired": 0, "fallback": 0, "padded": 0}
 
     def _load(self) -> None:
+        # CTranslate2 runs Whisper's convolutions with oneDNN, which caches a primitive (and
+        # its memory) per input shape, up to 1024 of them: each utterance length is a new
+        # shape, and a one-hour session grew by ~180 MB. A few are enough (set before
+        # the first convolution; a value given in the environment wins).
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_PRIMITIVES))
         try:
             from faster_whisper import WhisperModel
         except ImportError as err:
