@@ -163,8 +163,9 @@ class ServerSettings(Strict):
                                        "allowed besides the server's own (Origin header).")
     max_message_bytes: int = Field(1 << 20, ge=1024, description="Largest WebSocket message; "
                                    "a bigger one closes that session with an error event.")
-    max_buffered_s: float = Field(10.0, gt=0, description="Input audio a client may send ahead "
-                                  "of real time; more is refused with an error event.")
+    max_buffered_s: float = Field(10.0, gt=0, description="Input audio received but not yet "
+                                  "heard (the server falling behind); more is refused with an "
+                                  "error event.")
     sessions_dir: Optional[str] = Field("out/sessions", description="Each session's "
                                         "transcript.jsonl and timeline.jsonl go to "
                                         "<sessions_dir>/<session id>/; null keeps none.")

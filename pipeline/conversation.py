@@ -79,6 +79,8 @@ class Conversation:
         def report(fut: asyncio.Future) -> None:
             if not fut.cancelled() and fut.exception() is not None:
                 self._on_error(f"llm: prefill of the next prompt failed: {fut.exception()}")
+        if self._prefill is not None and not self._prefill.done():
+            self._prefill.cancel()  # superseded: the cache goes to the newer prefix
         self._prefill = asyncio.ensure_future(llm.worker.call(work))
         self._prefill.add_done_callback(report)
 

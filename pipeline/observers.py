@@ -20,6 +20,9 @@ class Observer:
     def speech_started(self, t: float) -> None:
         """The VAD confirmed speech; ``t``: the media time of its first voiced sample."""
 
+    def speech_resumed(self, t: float) -> None:
+        """Speech came back after a pause (after an early endpoint: the user went on)."""
+
     def endpoint(self, turn: Turn) -> None:
         """The turn's end is decided (``turn.ended.speech_end``: its last voiced sample)."""
 
@@ -52,6 +55,10 @@ class Observers(Observer):
     def speech_started(self, t: float) -> None:
         for o in self.all:
             o.speech_started(t)
+
+    def speech_resumed(self, t: float) -> None:
+        for o in self.all:
+            o.speech_resumed(t)
 
     def endpoint(self, turn: Turn) -> None:
         for o in self.all:

@@ -135,6 +135,7 @@ class Orchestrator:
                     if self.config.pipeline.speculative:
                         self._speculate(ev)
                 elif isinstance(ev, SpeechResumed):
+                    self.observers.speech_resumed(ev.t)
                     await self._discard_speculative()
                     await self._reopen(ev)
                 elif isinstance(ev, SpeechEnded):

@@ -47,9 +47,11 @@ from .sinks import FileSink, PlayedText
 from .turn import Turn
 
 RATE = 24000  # the Realtime API's PCM16 rate, both ways
+MAX_INSTRUCTIONS = 4000  # characters: a system prompt, within the history's token budget
 AUDIO_FORMAT = {"type": "audio/pcm", "rate": RATE}
 DELTA_SAMPLES = RATE // 5  # output audio in 200 ms deltas
 MAP_FRAMES = 4096  # frames whose stream position is kept (131 s)
+IDLE_S = 0.1  # no audio for this long: the client is heard as silent (time goes on)
 
 
 def new_id(prefix: str) -> str:
@@ -110,12 +112,14 @@ class InputAudio:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._received = 0  # 16 kHz samples received
         self._media = 0  # 16 kHz samples framed so far
+        self._skipped = 0  # 16 kHz samples of the client's stream never framed (cleared, refused)
         self._map: deque[tuple[float, int]] = deque(maxlen=MAP_FRAMES)  # (t, media end)
         self._t = -1.0  # the last frame's time
 
     def append(self, samples: np.ndarray) -> None:
         waiting = (self._received - self._media) / PIPELINE_RATE
         if waiting > self.max_buffered_s:
+            self._skipped += len(samples) * PIPELINE_RATE // RATE
             raise ProtocolError(f"input_audio_buffer.append: {waiting:.1f} s of audio wait to be "
                                 f"heard (server.max_buffered_s={self.max_buffered_s:g}); the "
                                 "server cannot keep up, audio is dropped", "buffer_full", "audio")
@@ -131,20 +135,28 @@ class InputAudio:
                 self._queue.put_nowait(None)
                 break
             self._received -= len(item[0])
+            self._skipped += len(item[0])
 
     def close(self) -> None:
         self._queue.put_nowait(None)
 
     def media_ms(self, t: float) -> int:
-        """The client's stream position (ms) of session time ``t`` (a time within a frame
-        the VAD got, such as a speech start or end)."""
+        """The client's stream position (ms) of session time ``t``: a frame's time (the
+        end of its last sample) or its start (one frame earlier), as the VAD gives them.
+        Exact even when frames arrived in a burst (their times then lie close together)."""
+        frame_s = FRAME_SAMPLES / PIPELINE_RATE
         after = None
         for ft, end in reversed(self._map):  # recent times are asked for
-            if ft < t:
+            if abs(ft - t) < 1e-7:
+                return int(round(end * 1000 / PIPELINE_RATE))
+            if abs(ft - t - frame_s) < 1e-7:
+                return int(round((end - FRAME_SAMPLES) * 1000 / PIPELINE_RATE))
+            if ft >= t:
+                after = (ft, end)
+            elif ft < t - 1.0:
                 break
-            after = (ft, end)
         if after is None:
-            return int(round(self._media * 1000 / PIPELINE_RATE))
+            return int(round((self._media + self._skipped) * 1000 / PIPELINE_RATE))
         ft, end = after
         pos = end - min(FRAME_SAMPLES, max(0.0, (ft - t) * PIPELINE_RATE))
         return max(0, int(round(pos * 1000 / PIPELINE_RATE)))
@@ -152,7 +164,16 @@ class InputAudio:
     async def frames(self) -> AsyncIterator[AudioFrame]:
         pending = np.zeros(0, np.float32)
         while True:
-            item = await self._queue.get()
+            try:
+                item = await asyncio.wait_for(self._queue.get(), IDLE_S)
+            except TimeoutError:
+                # the client sends nothing (a muted microphone): silence, so that turns
+                # still end, replies are recorded and cancels are done; not in its stream
+                self._t = max(self._t + 1e-4, self.clock.now())
+                self._map.append((self._t, self._media + self._skipped))
+                yield AudioFrame(-1, self._t, samples=np.zeros(FRAME_SAMPLES, np.float32),
+                                 sample_rate=PIPELINE_RATE)
+                continue
             if item is None:
                 return
             chunk, arrived = item
@@ -163,7 +184,7 @@ class InputAudio:
                 # the chunk's newest sample arrived (was captured) at ``arrived``
                 t = arrived - len(pending) / PIPELINE_RATE
                 self._t = max(self._t + 1e-4, t)  # strictly increasing
-                self._map.append((self._t, self._media))
+                self._map.append((self._t, self._media + self._skipped))
                 yield AudioFrame(-1, self._t, samples=frame, sample_rate=PIPELINE_RATE)
 
 
@@ -208,7 +229,7 @@ class RealtimeProtocol(Observer):
     def __init__(self, send: Callable[[dict[str, Any]], None], audio_in: InputAudio,
                  on_turn: Callable[[dict[str, Any], dict[str, Any]], None] = lambda t, tl: None):
         self.send, self.audio_in, self.on_turn = send, audio_in, on_turn
-        self._responses: dict[int, Response] = {}  # by turn_id: the newest of that turn
+        self._responses: dict[int, list[Response]] = {}  # by turn_id, oldest first
         self._user_item: Optional[str] = None  # the utterance being heard
         self._last_item: Optional[str] = None
 
@@ -218,14 +239,17 @@ class RealtimeProtocol(Observer):
         self.send({"type": "input_audio_buffer.speech_started",
                    "audio_start_ms": self.audio_in.media_ms(t), "item_id": self._user_item})
 
+    def speech_resumed(self, t: float) -> None:
+        """The user went on after an endpoint: for the client that is new speech (it
+        stops playing the reply at once)."""
+        if self._user_item is None:
+            self.speech_started(t)
+
     def endpoint(self, turn: Turn) -> None:
         item = self._user_item or new_id("item")
         self._user_item = None
         resp = Response(turn, item)
-        old = self._responses.get(turn.turn_id)
-        if old is not None and old.turn is not turn:
-            self._finish(old, "reopened")
-        self._responses[turn.turn_id] = resp
+        self._responses.setdefault(turn.turn_id, []).append(resp)
         self.send({"type": "input_audio_buffer.speech_stopped",
                    "audio_end_ms": self.audio_in.media_ms(turn.ended.speech_end), "item_id": item})
         self.send({"type": "input_audio_buffer.committed", "item_id": item,
@@ -239,8 +263,17 @@ class RealtimeProtocol(Observer):
         if turn.user_text:  # transcribed at the pause already (speculation)
             self._transcribed(resp, turn.user_text)
 
+    def _of_turn(self, turn: Turn) -> Optional[Response]:
+        return next((r for r in self._responses.get(turn.turn_id, []) if r.turn is turn), None)
+
+    def _playing(self, turn_id: int) -> Optional[Response]:
+        """The response whose audio carries this turn id: the newest still open (a held
+        reply, when the utterance that stopped it has ended without words)."""
+        open_ = self._responses.get(turn_id) or []
+        return open_[-1] if open_ else None
+
     def assistant(self, turn: Turn, text: str, v2v_ms: Optional[float]) -> None:
-        resp = self._responses.get(turn.turn_id)
+        resp = self._of_turn(turn)
         if resp is None:
             return
         self._transcribed(resp, turn.user_text)
@@ -248,16 +281,16 @@ class RealtimeProtocol(Observer):
                    "delta": text if not resp.placed or len(resp.placed) == 1 else " " + text})
 
     def turn_ended(self, turn: Turn, transcript: dict[str, Any], timeline: dict[str, Any]) -> None:
-        resp = self._responses.get(turn.turn_id)
-        if resp is not None and resp.turn is not turn:
-            resp = None
+        resp = self._of_turn(turn)
         if resp is not None:
-            del self._responses[turn.turn_id]
+            rest = [r for r in self._responses[turn.turn_id] if r is not resp]
+            if rest:
+                self._responses[turn.turn_id] = rest
+            else:
+                del self._responses[turn.turn_id]
             self._transcribed(resp, transcript["user"])
             self._finish(resp, transcript["status"], transcript["assistant"],
                          transcript.get("error"))
-            if transcript["status"] == "reopened":  # the user went on: it is one utterance
-                self.speech_started(timeline.get("user_speech_end") or 0.0)
         self.send({"type": "cascade.turn.timeline", "turn": transcript, "timeline": timeline,
                    "response_id": resp.response_id if resp is not None else None})
         self.on_turn(transcript, timeline)
@@ -267,7 +300,7 @@ class RealtimeProtocol(Observer):
 
     # ---- from the sink ---------------------------------------------------------------
     def audio(self, chunk: AudioChunk, start: float) -> None:
-        resp = self._responses.get(chunk.turn_id)
+        resp = self._playing(chunk.turn_id)
         if resp is None:
             return
         self._transcribed(resp, resp.turn.user_text)
@@ -289,22 +322,24 @@ class RealtimeProtocol(Observer):
 
     def truncated(self, turn_id: int, played: PlayedText) -> None:
         """The reply was cut at ``played.stopped_at``: what the client has played by then."""
-        resp = self._responses.get(turn_id)
+        resp = self._playing(turn_id)
         if resp is None or not resp.audio_started or played.stopped_at is None:
             return
         heard = 0
         for start, first, n in resp.placed:
-            heard = max(heard, first + min(n, max(0, int((played.stopped_at - start) * RATE))))
+            if start < played.stopped_at:  # chunks placed after the cut were never heard
+                heard = max(heard, first + min(n, int((played.stopped_at - start) * RATE)))
         resp.cancel_reason = resp.cancel_reason or "turn_detected"
         self.send({"type": "conversation.item.truncated", "item_id": resp.item_id,
                    "content_index": 0, "audio_end_ms": heard * 1000 // RATE})
 
     def cancel_requested(self) -> None:
-        for resp in self._responses.values():
-            resp.cancel_reason = "client_cancelled"
+        for resps in self._responses.values():
+            for resp in resps:
+                resp.cancel_reason = "client_cancelled"
 
     def known_item(self, item_id: str) -> bool:
-        return any(r.item_id == item_id for r in self._responses.values())
+        return any(r.item_id == item_id for rs in self._responses.values() for r in rs)
 
     # ---- event bodies ----------------------------------------------------------------
     def _where(self, resp: Response) -> dict[str, Any]:
@@ -374,14 +409,21 @@ def parse_session_update(event: dict[str, Any]) -> Optional[str]:
     if not isinstance(session, dict):
         raise ProtocolError("session.update: 'session' must be an object", "invalid_type",
                             "session")
-    audio_in = (session.get("audio") or {}).get("input") or {}
+    def section(d: Any, key: str) -> dict[str, Any]:
+        value = d.get(key) if isinstance(d, dict) else None
+        if value is not None and not isinstance(value, dict):
+            raise ProtocolError(f"session.update: '{key}' must be an object", "invalid_type",
+                                f"session.{key}")
+        return value or {}
+    audio = section(session, "audio")
+    audio_in, audio_out = section(audio, "input"), section(audio, "output")
     fmt = audio_in.get("format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "audio/pcm"
                             or fmt.get("rate", RATE) != RATE):
         raise ProtocolError(f"session.update: input format {json.dumps(fmt)} is not supported; "
                             "send PCM16 mono at 24000 Hz ({\"type\": \"audio/pcm\", \"rate\": "
                             "24000})", "unsupported_format", "session.audio.input.format")
-    fmt_out = ((session.get("audio") or {}).get("output") or {}).get("format")
+    fmt_out = audio_out.get("format")
     if fmt_out is not None and (not isinstance(fmt_out, dict) or fmt_out.get("type") != "audio/pcm"
                                 or fmt_out.get("rate", RATE) != RATE):
         raise ProtocolError(f"session.update: output format {json.dumps(fmt_out)} is not "
@@ -395,7 +437,9 @@ def parse_session_update(event: dict[str, Any]) -> Optional[str]:
                                 "decision)", "unsupported_turn_detection",
                                 "session.audio.input.turn_detection")
     instructions = session.get("instructions")
-    if instructions is not None and (not isinstance(instructions, str) or not instructions.strip()):
-        raise ProtocolError("session.update: 'instructions' must be a non-empty string",
-                            "invalid_value", "session.instructions")
+    if instructions is not None and (not isinstance(instructions, str) or not instructions.strip()
+                                     or len(instructions) > MAX_INSTRUCTIONS):
+        raise ProtocolError("session.update: 'instructions' must be a non-empty string of at "
+                            f"most {MAX_INSTRUCTIONS} characters", "invalid_value",
+                            "session.instructions")
     return instructions

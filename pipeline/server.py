@@ -49,6 +49,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 CLOSE_BUSY = 1013  # try again later
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+MAX_OUTGOING = 20000  # events queued for a client that does not read (minutes of audio)
 
 
 def log(event: str, **fields: Any) -> None:
@@ -143,13 +144,26 @@ class Server:
             given = auth[len("Bearer "):]
         return hmac.compare_digest(given.encode(), self.token.encode())
 
+    def _our_name(self, netloc: str) -> bool:
+        """``host[:port]`` names this server: its bound address, or localhost when bound
+        there. Not the request's Host header, which a rebound DNS name controls."""
+        try:
+            parts = urlsplit(f"//{netloc}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            return False
+        names = {self.host} | (set(LOCAL_HOSTS) if self.host in LOCAL_HOSTS else set())
+        return host in names and port in (None, self.port)
+
     def _origin_ok(self, request: web.Request) -> bool:
+        if not self.token and not self._our_name(request.host):
+            return False  # DNS rebinding: a page of another site reached us by a name of its own
         origin = request.headers.get("Origin")
         if origin is None:  # not a browser
             return True
         if origin in self.settings.allowed_origins:
             return True
-        return urlsplit(origin).netloc == request.host
+        return self._our_name(urlsplit(origin).netloc)
 
     # ---- one session -----------------------------------------------------------------
     async def realtime(self, request: web.Request) -> web.StreamResponse:
@@ -159,8 +173,8 @@ class Server:
                                        "<server.token>, or ?token=)")
         if not self._origin_ok(request):
             self.metrics.error("origin")
-            raise web.HTTPForbidden(text=f"origin {request.headers.get('Origin')!r} is not "
-                                    "allowed (server.allowed_origins)")
+            raise web.HTTPForbidden(text=f"origin {request.headers.get('Origin')!r} (host "
+                                    f"{request.host!r}) is not allowed (server.allowed_origins)")
         limit = self.settings.max_message_bytes
         ws = web.WebSocketResponse(max_msg_size=4 * limit, heartbeat=30)
         await ws.prepare(request)
@@ -202,14 +216,22 @@ class Server:
         outgoing: asyncio.Queue = asyncio.Queue()
 
         def send(event: dict[str, Any]) -> None:
+            if outgoing.qsize() > MAX_OUTGOING:  # the client does not read: let it go
+                if not ws.closed:
+                    asyncio.ensure_future(ws.close(code=CLOSE_POLICY, message=b"not reading"))
+                return
             outgoing.put_nowait({"event_id": new_id("event"), **event})
 
         async def writer() -> None:
-            while True:
-                event = await outgoing.get()
-                if event is None or ws.closed:
-                    return
-                await ws.send_str(json.dumps(event))
+            try:
+                while True:
+                    event = await outgoing.get()
+                    if event is None or ws.closed:
+                        return
+                    await ws.send_str(json.dumps(event))
+            except (ConnectionError, RuntimeError) as err:  # the socket went away mid-send
+                log("session_error", session=session_id, message=f"sending: {err}")
+                await ws.close()
 
         audio_in = InputAudio(clock, self.settings.max_buffered_s)
         protocol = RealtimeProtocol(send, audio_in, self.metrics.turn)
@@ -227,19 +249,30 @@ class Server:
         receiving = asyncio.create_task(self._receive(ws, session, audio_in, protocol, send,
                                                       limit), name=f"ws-reader-{session_id}")
         running: Optional[asyncio.Task] = None
+        starting = asyncio.create_task(session.__aenter__(), name=f"start-{session_id}")
         try:
-            async with session:
+            await asyncio.wait([starting, receiving], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # the client left while the session was starting
+                starting.cancel()  # (its start closes what it had opened)
+                await asyncio.wait([starting])
+                return receiving.result()
+            starting.result()  # a failed start raises here, its session closed
+            try:
                 running = asyncio.create_task(session.run(audio_in.frames(), clock),
                                               name=f"session-{session_id}")
-                await asyncio.wait([receiving, running], return_when=asyncio.FIRST_COMPLETED)
-                if not running.done():
-                    running.cancel()  # the client is gone: its work stops, its slot frees
-                await asyncio.wait([running])
+                try:
+                    await asyncio.wait([receiving, running], return_when=asyncio.FIRST_COMPLETED)
+                finally:  # the run ends (the client left, or the server stops) before close
+                    if not running.done():
+                        running.cancel()  # its work stops, its turn is recorded, its slot frees
+                    await asyncio.wait([running])
                 if not running.cancelled() and running.exception() is not None:
                     raise running.exception()
+            finally:
+                await session.aclose()
             return receiving.result() if receiving.done() else "the session ended"
         finally:
-            for task in (running, receiving):
+            for task in (starting, running, receiving):
                 if task is not None and not task.done():
                     task.cancel()
                     await asyncio.wait([task])
@@ -272,7 +305,7 @@ class Server:
                     event = json.loads(data)
                     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                         raise ValueError("not an event object with a 'type'")
-                except ValueError as err:
+                except (ValueError, RecursionError) as err:
                     self.metrics.error("malformed")
                     send(error_event(f"malformed message: {err}; the session is closed",
                                      "invalid_json"))
