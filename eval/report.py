@@ -51,6 +51,11 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "acoustic end of turn (Smart Turn)": {"pipeline": {"acoustic_eot": False}},
     "semantic end of turn (LLM end-of-turn probability)": {"pipeline": {"semantic_eot": False}},
     "speculative end of turn": {"pipeline": {"speculative": False}},
+    # off by default (see pipeline.listen_ahead): a profile that turns it on gets the row
+    "listen-ahead (partial transcripts prefill the LLM during speech)":
+        {"pipeline": {"listen_ahead": False}, "asr": {"partials": False}},
+    "first-chunk threads (llm.first_chunk_threads: 2 until the first chunk)":
+        {"llm": {"first_chunk_threads": None}},
     "short-window ASR": {"asr": {"short_window": False}},
     "first-clause TTS (clause or 6-word first chunk)": {"pipeline": {"first_clause": False}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
@@ -81,6 +86,13 @@ def naive_overrides(config: CascadeConfig) -> dict[str, dict[str, Any]]:
         for section, values in applicable(config, over).items():
             merged.setdefault(section, {}).update(values)
     return merged
+
+
+def already(config: CascadeConfig, overrides: dict[str, dict[str, Any]]) -> bool:
+    """The profile already has the switch off (e.g. listen-ahead, off by default)."""
+    have = config.to_dict()
+    return all(have[section][k] == v for section, values in overrides.items()
+               for k, v in values.items())
 
 
 def apply(config: CascadeConfig, overrides: dict[str, dict[str, Any]]) -> CascadeConfig:
@@ -229,7 +241,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         for name, over in SWITCHES.items():
             if switches and not any(w in name for w in switches):
                 continue
-            if applicable(base, over):
+            if applicable(base, over) and not already(base, applicable(base, over)):
                 variants.append((f"without {name}", applicable(base, over), ablation_turns))
             else:
                 not_applicable.append(name)

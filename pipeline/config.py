@@ -75,6 +75,15 @@ class PipelineSettings(Strict):
         True, description="Speculative end of turn: start ASR, then the LLM and TTS, as soon as "
         "silence begins (vad.pause_ms); play when the endpoint is confirmed, discard the work "
         "if speech resumes.")
+    listen_ahead: bool = Field(
+        False, description="While the user speaks, transcribe the utterance so far every "
+        "listen_ahead_ms (on a decoder replica of its own: needs asr.partials) and prefill the "
+        "LLM with the prompt it gives, less its last word: at the pause only the message's "
+        "tail is left to prefill (-45 ms here), but a partial decode still running then slows "
+        "the final one (+15-30 ms on two cores), so it is off by default. Skipped while a "
+        "reply is being computed.")
+    listen_ahead_ms: int = Field(
+        640, ge=160, description="listen_ahead: audio between two partial transcripts.")
     endpointing: Literal["adaptive", "fixed"] = Field(
         "adaptive", description="fixed: the turn ends after vad.min_silence_ms of silence. "
         "adaptive (needs speculative): at each pause the speculative turn's audio (Smart Turn) "

@@ -55,6 +55,14 @@ class SpeechPaused(Event):
 
 
 @dataclass(frozen=True)
+class SpeechProgress(Event):
+    """Speech goes on: the utterance so far, every ``pipeline.listen_ahead_ms`` of it
+    (partial transcripts prefill the LLM while the user is still speaking)."""
+
+    audio: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class SpeechResumed(Event):
     """Speech came back after a :class:`SpeechPaused`: the candidate is void."""
 

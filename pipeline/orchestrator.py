@@ -39,7 +39,7 @@ from .conversation import Conversation
 from .endpoint import EndOfTurn
 from .errors import CascadeError
 from .events import (AudioFrame, ChatMessage, LLMRequest, SpeechEnded, SpeechPaused,
-                     SpeechResumed, SpeechStarted, Transcript)
+                     SpeechProgress, SpeechResumed, SpeechStarted, Transcript)
 from .observers import ConsoleObserver, LogObserver, Observer, Observers
 from .reply import ReplyChain, naming
 from .session_log import SessionLog
@@ -68,6 +68,11 @@ class Orchestrator:
             self.end_of_turn = end_of_turn or EndOfTurn(
                 pc, stages.llm, stages.vad.config.min_silence_ms / 1000)
             stages.vad.end_silence_ms = pc.max_silence_ms  # the VAD closes the utterance there
+        self._listen_ahead = (pc.listen_ahead and hasattr(stages.llm, "prefill_user")
+                              and getattr(stages.asr.config, "partials", False))
+        if self._listen_ahead:
+            stages.vad.progress_ms = pc.listen_ahead_ms
+        self._ahead: Optional[asyncio.Future] = None  # the listen-ahead job in flight
         self._turn: Optional[Turn] = None  # the newest committed turn, not yet recorded
         self._spec: Optional[Turn] = None  # a speculative turn waiting for its endpoint
         self._held: Optional[Turn] = None  # a reply stopped by speech that may be no words
@@ -76,7 +81,8 @@ class Orchestrator:
         self._stop_requested = False
         self.stats = {"speculative_started": 0, "speculative_committed": 0,
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0,
-                      "early_endpoints": 0, "reopened": 0, "resumed": 0}
+                      "early_endpoints": 0, "reopened": 0, "resumed": 0,
+                      "listen_ahead_prefills": 0, "listen_ahead_tokens": 0}
 
     @property
     def history(self) -> list[ChatMessage]:
@@ -105,6 +111,9 @@ class Orchestrator:
         self.observers.notice(f"ready in {self.ready_s:.2f} s (load: {loads}; then warm-up)")
 
     async def aclose(self) -> None:
+        if self._ahead is not None and not self._ahead.done():
+            self._ahead.cancel()
+            await asyncio.wait([self._ahead])
         await self.conversation.aclose()
         if self.end_of_turn is not None:
             self.end_of_turn.aclose()
@@ -131,6 +140,8 @@ class Orchestrator:
                     self.observers.status("hearing you")
                     self.observers.speech_started(ev.speech_start)
                     await self._barge_in(ev)
+                elif isinstance(ev, SpeechProgress):
+                    self._listen(ev)
                 elif isinstance(ev, SpeechPaused):
                     if self.config.pipeline.speculative:
                         self._speculate(ev)
@@ -169,6 +180,36 @@ class Orchestrator:
             if spec is not None and spec.commit_at is not None and frame.t >= spec.commit_at:
                 self._commit_early(spec)
             yield frame
+
+    def _listen(self, progress: SpeechProgress) -> None:
+        """The user is speaking: prefill the LLM with the words so far (one job at a
+        time, none while a reply is being computed: that has the CPU)."""
+        if (not self._listen_ahead or self.busy or not self.stages.asr.has_partials
+                or (self._ahead is not None and not self._ahead.done())):
+            return
+        self._ahead = asyncio.ensure_future(self._prefill_partial(progress))
+
+    def _still_speaking(self, turn_id: int) -> bool:
+        return self._spec is None and not self.busy and self.stages.vad.turns == turn_id
+
+    async def _prefill_partial(self, progress: SpeechProgress) -> None:
+        """A partial transcript of the utterance so far, less its last word (it may be
+        cut), prefilled after the history; skipped once the user paused (the turn's own
+        prompt then has the LLM) or a reply is being computed."""
+        llm, asr = self.stages.llm, self.stages.asr
+        try:
+            words = (await asr.partial(progress.audio)).split()[:-1]
+            if not words or not self._still_speaking(progress.turn_id):
+                return
+            messages = await self.conversation.prompt(" ".join(words), self.conversation.language)
+            if not self._still_speaking(progress.turn_id):
+                return
+            self.stats["listen_ahead_tokens"] += await llm.worker.call(llm.prefill_user, messages)
+            self.stats["listen_ahead_prefills"] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - an optimisation: the turn itself reports
+            self.observers.notice(f"  (listen-ahead skipped: {type(err).__name__}: {err})")
 
     def _launch(self, ended: SpeechEnded, speculative: bool) -> Turn:
         turn = Turn(ended.turn_id, ended, speculative, started_at=clock.now())

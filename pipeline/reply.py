@@ -118,7 +118,12 @@ class ReplyChain:
                        lambda d: mark("llm_first_token", d.t))
         s = self.settings
         chunks = split_stream(deltas, self.splitter()) if s.stream_tts else whole_reply(deltas)
-        sentences = guard("splitter", chunks, lambda c: mark("first_sentence", c.t))
+        first_out = getattr(self.llm, "first_chunk_sent", lambda: None)  # its thread budget
+
+        def first_sentence(chunk: Sentence) -> None:
+            mark("first_sentence", chunk.t)
+            first_out()
+        sentences = guard("splitter", chunks, first_sentence)
         if s.run_ahead:
             sentences = run_ahead(sentences, s.sentences_ahead, f"llm-{request.turn_id}")
         audio = guard("tts", _speak_all(self.tts, sentences),

@@ -20,6 +20,7 @@ from pipeline.events import SpeechEnded, Transcript
 from pipeline.models import (assemble_split_model, bundled_file, looks_like_path, model_cache,
                              user_path)
 from pipeline.registry import register
+from pipeline.worker import Worker
 from stages.base import ASRStage
 from stages.whisper_window import decode_window, max_length, token_limit
 
@@ -80,6 +81,10 @@ class FasterWhisperConfig(Strict):
     window_margin_s: float = Field(3.0, ge=0, description="Silence added after the utterance "
                                    "in the short window.")
     window_floor_s: float = Field(10.0, gt=0, le=30, description="Shortest window, seconds.")
+    partials: bool = Field(False, description="A second decoder replica (and thread) for "
+                           "partial transcripts while the user speaks (pipeline.listen_ahead), "
+                           "so that they never make the final transcript wait in a queue; "
+                           "~40 MB with tiny.en.")
 
     @field_validator("model")
     @classmethod
@@ -104,6 +109,7 @@ class FasterWhisperASR(ASRStage):
         self._model = None
         self._tokenizer = None
         self.stats = {"short": 0, "repaired": 0, "fallback": 0, "padded": 0}
+        self._partial_worker = Worker("asr-partial") if config.partials else None
 
     def _load(self) -> None:
         # CTranslate2 runs Whisper's convolutions with oneDNN, which caches a primitive (and
@@ -120,7 +126,8 @@ class FasterWhisperASR(ASRStage):
         try:
             self._model = WhisperModel(str(resolve_model(cfg.model, cfg.cache_dir, assemble=True)),
                                        device=cfg.device, compute_type=cfg.compute_type,
-                                       cpu_threads=cfg.cpu_threads, local_files_only=True)
+                                       cpu_threads=cfg.cpu_threads, local_files_only=True,
+                                       num_workers=2 if cfg.partials else 1)
         except (RuntimeError, ValueError) as err:
             raise StageError("asr", f"asr.device {cfg.device!r} / asr.compute_type "
                              f"{cfg.compute_type!r}: {err}" + ("; no usable CUDA GPU here: set "
@@ -164,8 +171,34 @@ class FasterWhisperASR(ASRStage):
         text = "".join(seg.text for seg in segments if seg.no_speech_prob < 0.8).strip()
         return text, info.language
 
+    def transcribe_partial(self, audio: np.ndarray) -> str:
+        """Blocking: a partial transcript of speech still going on (short window only;
+        what its guard rejects is no partial: ""). Not counted in ``stats``."""
+        cfg = self.config
+        if (self._tokenizer is None or not cfg.short_window
+                or len(audio) / SAMPLE_RATE + cfg.window_margin_s > 30):
+            return ""
+        res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
+                            cfg.window_floor_s, cfg.beam_size)
+        return res.text if res.rejected is None else ""
+
+    @property
+    def has_partials(self) -> bool:
+        return self._partial_worker is not None and self._tokenizer is not None
+
+    async def partial(self, audio: np.ndarray) -> str:
+        """The words so far, on the partials' own thread and decoder replica."""
+        return await self._partial_worker.call(self.transcribe_partial, audio)
+
     async def warmup(self) -> None:
         await self.worker.call(self.transcribe, np.zeros(SAMPLE_RATE, np.float32))
+        if self.has_partials:
+            await self.partial(np.zeros(SAMPLE_RATE, np.float32))
+
+    async def aclose(self) -> None:
+        if self._partial_worker is not None:
+            self._partial_worker.shutdown()
+        await super().aclose()
 
     async def recognize(self, ended: SpeechEnded) -> Transcript:
         text, language = await self.worker.call(self.transcribe, ended.audio)

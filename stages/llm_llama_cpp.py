@@ -62,6 +62,10 @@ class LlamaCppConfig(GenerationSettings):
                            "leaves the TTS a core while the reply is still being written).")
     n_threads_batch: int = Field(2, ge=1, description="CPU threads for prefill (the prompt "
                                  "is evaluated in a batch: more threads pay).")
+    first_chunk_threads: Optional[int] = Field(
+        2, ge=1, description="CPU threads for generating tokens until the reply's first chunk "
+        "goes to the TTS (nothing else computes then; a second thread makes each token ~1.5x "
+        "faster on two cores), then n_threads. null = n_threads all along.")
     repeat_penalty: float = Field(1.15, ge=1, description="Penalty on repeated tokens.")
     seed: int = Field(0, description="Sampling seed, for repeatable replies.")
     echo_guard: bool = Field(True, description="Repeat handling while sampling: the reply may "
@@ -88,6 +92,8 @@ class LlamaCppLLM(LLMStage):
         super().__init__(config)
         self._llm = None
         self._format = None
+        self._threads: Optional[tuple[int, int]] = None  # llama.cpp's (token, batch) threads
+        self._first_chunk_out = False  # set from the event loop, read between tokens
 
     def _load(self) -> None:
         try:
@@ -184,6 +190,32 @@ class LlamaCppLLM(LLMStage):
         else:  # it did not fit: the next prompt is prefilled whole
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
 
+    def _user_text_tokens(self, messages: Sequence[ChatMessage]) -> tuple[list[int], int]:
+        """The prompt's tokens up to the end of the last (user) message's text, and the
+        token that follows it: the chat template's end-of-turn token."""
+        marker = "\x00"
+        *before, last = messages
+        rendered = self._format(messages=as_dicts(
+            (*before, ChatMessage("user", last.content + marker)))).prompt
+        head, tail = rendered.split(marker, 1)
+        tokens = self._llm.tokenize(head.encode("utf-8"), add_bos=False, special=True)
+        end = self._llm.tokenize(tail.encode("utf-8"), add_bos=False, special=True)[0]
+        return tokens, end
+
+    def prefill_user(self, messages: Sequence[ChatMessage]) -> int:
+        """Blocking: bring the KV cache to ``messages`` up to the end of the last (user)
+        message's text, a partial transcript while the user still speaks; the turn's
+        prompt then evaluates only what differs. Returns the tokens evaluated."""
+        cfg = self.config
+        if not cfg.reuse_kv_cache:
+            return 0
+        # one thread: if the user stops now, the final transcript needs the other core
+        self._use_threads(cfg.n_threads, 1)
+        try:
+            return self._evaluate(self._user_text_tokens(messages)[0])
+        finally:
+            self._use_threads(cfg.n_threads)
+
     def end_of_turn_logprob(self, messages: Sequence[ChatMessage]) -> float:
         """Blocking: the natural log of the probability that the user's message (the
         last of ``messages``) ends here, read as the chat template's own end-of-turn
@@ -193,13 +225,7 @@ class LlamaCppLLM(LLMStage):
         import numpy as np
         from llama_cpp import llama_get_logits_ith
 
-        marker = "\x00"
-        *before, last = messages
-        rendered = self._format(messages=as_dicts(
-            (*before, ChatMessage("user", last.content + marker)))).prompt
-        head, tail = rendered.split(marker, 1)
-        tokens = self._llm.tokenize(head.encode("utf-8"), add_bos=False, special=True)
-        end = self._llm.tokenize(tail.encode("utf-8"), add_bos=False, special=True)[0]
+        tokens, end = self._user_text_tokens(messages)
         self._evaluate(tokens, last_logits=True)
         logits = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, -1),
                                        shape=(self._llm.n_vocab(),)).astype(np.float64)
@@ -216,6 +242,8 @@ class LlamaCppLLM(LLMStage):
                              f"llm.n_ctx={cfg.n_ctx}; lower pipeline.history_token_budget")
         if not cfg.reuse_kv_cache:
             self._llm.reset()
+        self._first_chunk_out = False
+        self._use_threads(cfg.first_chunk_threads or cfg.n_threads)
         guard = self._echo_guard(messages, len(tokens))
         for chunk in self._llm.create_completion(
                 tokens, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
@@ -224,6 +252,21 @@ class LlamaCppLLM(LLMStage):
             text = chunk["choices"][0]["text"]
             if text:
                 yield text
+            if self._first_chunk_out:  # between two tokens, on this thread
+                self._use_threads(cfg.n_threads)
+
+    def first_chunk_sent(self) -> None:
+        """The reply's first chunk went to the TTS: generate with ``n_threads`` from the
+        next token on, leaving the TTS its core (called from the event loop)."""
+        self._first_chunk_out = True
+
+    def _use_threads(self, n: int, batch: Optional[int] = None) -> None:
+        wanted = (n, batch or self.config.n_threads_batch)
+        if wanted != self._threads:
+            from llama_cpp import llama_set_n_threads
+
+            llama_set_n_threads(self._llm.ctx, *wanted)
+            self._threads = wanted
 
     def _echo_guard(self, messages: Sequence[ChatMessage], n_prompt: int):
         cfg = self.config

@@ -16,7 +16,8 @@ from pydantic import Field, model_validator
 
 from pipeline.config import Strict
 from pipeline.errors import ModelNotFoundError
-from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
+from pipeline.events import (AudioFrame, SpeechEnded, SpeechPaused, SpeechProgress,
+                             SpeechResumed, SpeechStarted)
 from pipeline.models import bundled_file, onnx_session, user_path
 from pipeline.registry import register
 from stages.base import Stage
@@ -68,7 +69,8 @@ def _frames(ms: int) -> int:
 
 
 @register("vad", "silero", SileroVADConfig, "Silero VAD v6 (ONNX, bundled with faster-whisper)")
-class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResumed, SpeechEnded]]):
+class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPaused,
+                                        SpeechResumed, SpeechEnded]]):
     kind = "vad"
 
     def __init__(self, config: SileroVADConfig):
@@ -78,6 +80,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         # set by an adaptive endpoint: the silence that closes an utterance (instead of
         # min_silence_ms); the orchestrator ends the turn earlier when it is complete
         self.end_silence_ms: Optional[int] = None
+        # set by the orchestrator's listen-ahead: a SpeechProgress every this much speech
+        self.progress_ms: Optional[int] = None
 
     def _load(self) -> None:
         path = self.config.model or str(bundled_file(
@@ -106,6 +110,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
         pad = _frames(cfg.speech_pad_ms)
         min_silence = _frames(self.end_silence_ms or cfg.min_silence_ms)
         pause = _frames(cfg.pause_ms)
+        progress = _frames(self.progress_ms) if self.progress_ms else 0
         min_speech_normal, min_speech_barge = (_frames(cfg.min_speech_ms),
                                                _frames(cfg.barge_in_min_speech_ms))
         barge_threshold = cfg.barge_in_threshold or cfg.threshold
@@ -177,6 +182,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechPaused, SpeechResum
                     yield SpeechResumed(self.turns, frame.t)
             else:
                 silence_run += 1
+            if progress and not paused and len(utterance) % progress == 0:
+                yield SpeechProgress(self.turns, frame.t, audio=np.concatenate(utterance))
             if silence_run == pause and not paused:
                 paused = True
                 yield SpeechPaused(self.turns, frame.t, speech_end=last_voiced_end,
