@@ -56,6 +56,10 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"listen_ahead": False}, "asr": {"partials": False}},
     "first-chunk threads (llm.first_chunk_threads: 2 until the first chunk)":
         {"llm": {"first_chunk_threads": None}},
+    "reply prompt prefilled with the end-of-turn probability (llm.eot_prefills_reply)":
+        {"llm": {"eot_prefills_reply": False}},
+    "deferred speculative replies (pipeline.defer_replies)": {"pipeline": {"defer_replies": False}},
+    "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
     "first-clause TTS (clause or 6-word first chunk)": {"pipeline": {"first_clause": False}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
@@ -374,7 +378,10 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"- Speculative end of turn: {spec['speculative_started']} started, "
         f"{spec['speculative_committed']} committed, {spec['speculative_discarded']} discarded "
         f"(hit rate {spec.get('hit_rate', 0) * 100:.0f}%, "
-        f"{spec['speculative_wasted_s']:.2f} s of compute thrown away)",
+        f"{spec['speculative_wasted_s']:.2f} s of compute thrown away, of which "
+        f"{spec.get('speculative_reply_wasted_s', 0):.2f} s of replies (LLM, TTS); "
+        f"{spec.get('deferred_replies', 0)} replies deferred by a long verdict, "
+        f"{spec.get('deferred_discarded', 0)} of them never computed)",
         f"- Gap between consecutive sentences' audio: p50 {_ms(summary['sentence_gap_ms']['p50'])} ms, "
         f"p90 {_ms(summary['sentence_gap_ms']['p90'])} ms over {summary['sentence_gap_ms']['n']} "
         f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "

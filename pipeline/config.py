@@ -98,6 +98,11 @@ class PipelineSettings(Strict):
     max_silence_ms: int = Field(
         1100, ge=64, description="adaptive: silence that ends an utterance judged unfinished; "
         "the VAD closes the utterance here, so speech resuming within it is the same turn.")
+    defer_replies: bool = Field(
+        True, description="adaptive: a speculative turn whose verdict asks for a long silence "
+        "starts its reply (LLM, TTS) only when the silence left is about what the reply takes "
+        "to compute (the slowest of the last 10 turns, +20%), not at once: work for a user "
+        "who goes on is not done, and does not slow the next pause's ASR.")
     acoustic_eot: bool = Field(
         True, description="adaptive: use Smart Turn v3.2 (how the user sounds).")
     smart_turn_complete: float = Field(

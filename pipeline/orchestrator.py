@@ -27,6 +27,7 @@ other; phases are stamped here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 from contextlib import aclosing
@@ -82,7 +83,11 @@ class Orchestrator:
         self.stats = {"speculative_started": 0, "speculative_committed": 0,
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0,
                       "early_endpoints": 0, "reopened": 0, "resumed": 0,
-                      "listen_ahead_prefills": 0, "listen_ahead_tokens": 0}
+                      "listen_ahead_prefills": 0, "listen_ahead_tokens": 0,
+                      "deferred_replies": 0, "deferred_discarded": 0,
+                      "speculative_reply_wasted_s": 0.0}
+        # verdict -> first audio of recent turns: how early a deferred reply must start
+        self._reply_compute_s: collections.deque[float] = collections.deque(maxlen=10)
 
     @property
     def history(self) -> list[ChatMessage]:
@@ -177,6 +182,8 @@ class Orchestrator:
                 self._turn = None
                 self._record(turn)
             spec = self._spec
+            if spec is not None and spec.reply_at is not None and frame.t >= spec.reply_at:
+                spec.go.set()
             if spec is not None and spec.commit_at is not None and frame.t >= spec.commit_at:
                 self._commit_early(spec)
             yield frame
@@ -228,6 +235,10 @@ class Orchestrator:
         if spec is not None:
             await spec.cancel()
             self.stats["speculative_discarded"] += 1
+            if spec.reply_at is not None and not spec.go.is_set():
+                self.stats["deferred_discarded"] += 1  # a reply never computed
+            if spec.reply_started is not None:  # LLM and TTS work for nothing
+                self.stats["speculative_reply_wasted_s"] += clock.now() - spec.reply_started
             self.stats["speculative_wasted_s"] += clock.now() - spec.started_at
 
     def _schedule_commit(self, turn: Turn, at: float) -> None:
@@ -282,6 +293,7 @@ class Orchestrator:
 
     def _open(self, turn: Turn, ended: SpeechEnded) -> None:
         """The turn is the endpoint's: it may play."""
+        turn.go.set()
         turn.ended = ended
         turn.timeline.mark("user_speech_end", ended.speech_end)
         turn.timeline.mark("endpoint", clock.now() if turn.early else ended.t)
@@ -439,7 +451,10 @@ class Orchestrator:
         if messages is None:
             turn.finish("no_speech")
             return
-        request = LLMRequest(turn.turn_id, clock.now(), messages)
+        if turn.verdict is not None and self.config.pipeline.defer_replies:
+            await self._defer(turn)
+        decided = turn.reply_started = clock.now()
+        request = LLMRequest(turn.turn_id, decided, messages)
         async with aclosing(self.reply.audio(request, tl.mark)) as chunks:
             async for chunk in chunks:
                 await turn.gate.wait()  # a speculative turn plays from its endpoint on
@@ -447,6 +462,7 @@ class Orchestrator:
                     start = await self.sink.play(chunk)
                 first = turn.add(chunk, start)
                 if first:
+                    self._reply_compute_s.append(chunk.t - decided)
                     tl.mark("playback_start", start)
                     self.observers.status("speaking")
                 self.observers.assistant(turn, chunk.text, tl.v2v_ms if first else None)
@@ -457,6 +473,17 @@ class Orchestrator:
         # the reply is all written (it may still be playing): ready the next prompt
         self.conversation.prefill(self.conversation.after(turn.user_text, turn.reply_text),
                                   turn.language)
+
+    async def _defer(self, turn: Turn) -> None:
+        """A long verdict: start the reply when the silence left is what it takes to
+        compute (or at the endpoint, or never if the user goes on)."""
+        lead = 1.2 * max(self._reply_compute_s, default=0.6)
+        at = turn.ended.speech_end + turn.verdict.silence_s - lead
+        if clock.now() >= at or turn.gate.is_set():
+            return
+        turn.reply_at = at
+        self.stats["deferred_replies"] += 1
+        await turn.go.wait()
 
     def _record(self, turn: Turn, cut: bool = False, prefill: bool = True) -> None:
         """The turn is over: its one status, the history, the log lines."""

@@ -55,6 +55,9 @@ class Turn:
     closed: bool = False  # the VAD closed its utterance: the user cannot go on with it
     commit_at: Optional[float] = None  # adaptive: commits itself once the silence reaches it
     verdict: Optional[Any] = None  # the end-of-turn verdict (pipeline.endpoint.Verdict)
+    reply_at: Optional[float] = None  # deferred: its reply starts once the silence reaches it
+    go: asyncio.Event = field(default_factory=asyncio.Event)  # set: the reply may start
+    reply_started: Optional[float] = None  # when its LLM request went out
 
     def __post_init__(self) -> None:
         self.timeline = TurnTimeline(self.turn_id)

@@ -62,6 +62,10 @@ class LlamaCppConfig(GenerationSettings):
                            "leaves the TTS a core while the reply is still being written).")
     n_threads_batch: int = Field(2, ge=1, description="CPU threads for prefill (the prompt "
                                  "is evaluated in a batch: more threads pay).")
+    eot_prefills_reply: bool = Field(
+        True, description="The end-of-turn probability (pipeline.semantic_eot) is read in the "
+        "batch that prefills the whole reply prompt, the tokens opening the assistant's turn "
+        "too: the reply then samples its first token at once (needs reuse_kv_cache).")
     first_chunk_threads: Optional[int] = Field(
         2, ge=1, description="CPU threads for generating tokens until the reply's first chunk "
         "goes to the TTS (nothing else computes then; a second thread makes each token ~1.5x "
@@ -216,18 +220,51 @@ class LlamaCppLLM(LLMStage):
         finally:
             self._use_threads(cfg.n_threads)
 
+    def _evaluate_with_logits_at(self, tokens: list[int], position: int) -> Optional[int]:
+        """Bring the KV cache to ``tokens`` in one batch that also keeps the logits after
+        ``tokens[position]`` (re-evaluated if the cache holds it already). Returns that
+        position's index in the batch, or None when the batch would not fit."""
+        llm = self._llm
+        common = 0
+        for x, y in zip(llm.input_ids[:llm.n_tokens], tokens):
+            if x != y:
+                break
+            common += 1
+        common = min(common, position)
+        rest = tokens[common:]
+        if len(rest) > llm.n_batch:
+            return None
+        llm.n_tokens = common
+        llm._ctx.kv_cache_seq_rm(-1, common, -1)
+        llm._batch.set_batch(batch=rest, n_past=common, logits_all=False)
+        llm._batch.batch.logits[position - common] = True  # the last token's are kept too
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[common:common + len(rest)] = rest
+        llm.n_tokens = common + len(rest)
+        llm._requires_eval = False  # the logits after the last token are live
+        return position - common
+
     def end_of_turn_logprob(self, messages: Sequence[ChatMessage]) -> float:
         """Blocking: the natural log of the probability that the user's message (the
         last of ``messages``) ends here, read as the chat template's own end-of-turn
         token right after the user's text. The tokens it evaluates are the reply
-        prompt's own, so with KV-cache reuse the reply then prefills only the few
-        tokens that open the assistant's turn."""
+        prompt's own: with ``eot_prefills_reply`` the same batch goes on through the
+        tokens that open the assistant's turn, so the reply samples its first token at
+        once; without, the reply then prefills only those few tokens."""
         import numpy as np
         from llama_cpp import llama_get_logits_ith
 
         tokens, end = self._user_text_tokens(messages)
-        self._evaluate(tokens, last_logits=True)
-        logits = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, -1),
+        at = None
+        if self.config.eot_prefills_reply and self.config.reuse_kv_cache:
+            reply = self.tokens(messages)
+            n = len(tokens)
+            if reply[:n] == tokens and len(reply) > n and reply[n] == end:
+                at = self._evaluate_with_logits_at(reply, n - 1)
+        if at is None:
+            self._evaluate(tokens, last_logits=True)
+            at = -1
+        logits = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, at),
                                        shape=(self._llm.n_vocab(),)).astype(np.float64)
         top = logits.max()
         return float(logits[end] - top - np.log(np.exp(logits - top).sum()))

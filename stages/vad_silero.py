@@ -43,6 +43,12 @@ class SileroVADConfig(Strict):
     barge_in_threshold: Optional[float] = Field(
         None, gt=0, lt=1, description="Speech probability needed to interrupt the assistant; "
         "null = threshold. audio.echo: half_duplex raises it.")
+    relative_drop: Optional[float] = Field(
+        0.2, gt=0, lt=1, description="Noise-robust end of speech: inside speech, a frame whose "
+        "probability falls this far below the utterance's own speech level (a running mean "
+        "of its voiced frames) is silence too, and once paused only a frame within half of "
+        "it resumes. Background noise after the last word keeps Silero at 0.5-0.95, above "
+        "neg_threshold, for hundreds of ms; null = the absolute thresholds only.")
     min_silence_ms: int = Field(288, ge=32, description="Silence that ends a turn (endpoint).")
     pause_ms: int = Field(32, ge=32, description="Silence after which a SpeechPaused "
                           "(candidate end of turn) is emitted.")
@@ -128,6 +134,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
         paused = False
         last_voiced_end = 0.0
         start_t = 0.0
+        drop = cfg.relative_drop
+        level = 0.0  # the utterance's speech level (running mean of its voiced frames)
 
         async for frame in frames:
             if frame.sample_rate != SAMPLE_RATE or len(frame.samples) != FRAME:
@@ -153,6 +161,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                     if voiced_run >= min_speech:
                         in_speech, silence_run, paused = True, 0, False
                         last_voiced_end = frame.t
+                        level = p
                         onset = max(voiced_run, raw_run)
                         keep = min(len(history), onset + pad)
                         utterance = list(history)[-keep:]
@@ -174,7 +183,10 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
             else:
                 resume_run = 0
                 resumed = p >= (cfg.threshold if paused else cfg.low)
+                if drop is not None and resumed:  # relative to this speaker, in this noise
+                    resumed = p >= level - (drop / 2 if paused else drop)
             if resumed:
+                level += 0.2 * (p - level)
                 last_voiced_end = frame.t
                 silence_run, resume_run = 0, 0
                 if paused:

@@ -298,3 +298,42 @@ def test_a_cough_after_an_early_endpoint_does_not_lose_the_reply(default_config)
     assert [m.role for m in orch.history] == ["user", "assistant"]
     assert orch.history[1].content == "Sure thing. I can help with that. Here is a third sentence."
     assert len(s.stages.llm.requests) == 1  # written once
+
+
+def test_a_reply_after_a_long_verdict_starts_only_when_its_silence_is_nearly_over(
+        default_config):
+    """pipeline.defer_replies: the verdict asks for 1.0 s of silence. The reply's LLM
+    request waits until the silence left is 1.2x the compute of the turns before
+    (0.6 s by default on the first turn), and the reply still plays at the endpoint."""
+    eot = ScriptedEndOfTurn(silence_s=1.0)
+    s = adaptive_session(default_config, [(1.0, 2.0)], (), 8.0, eot, endpoint_s=1.5)
+    [rec] = s.log.timeline
+    llm = s.orchestrator.stages.llm
+    [request] = llm.requests
+    assert request.t == pytest.approx(2.0 + 1.0 - 1.2 * 0.6, abs=0.033)
+    assert 3.0 <= rec["endpoint"] < 3.0 + 0.033
+    assert rec["playback_start"] == pytest.approx(rec["endpoint"], abs=0.033)
+    assert s.orchestrator.stats["deferred_replies"] == 1
+
+
+def test_a_deferred_reply_is_never_computed_when_the_user_goes_on(default_config):
+    # a pause at 1.5 s judged unfinished (1.5 s of silence); the user goes on at 2.0 s,
+    # before the reply was due (3.0 - 0.72): no LLM work for that pause
+    eot = ScriptedEndOfTurn(silence_s=1.5)
+    asr = SayingASR(["I would like", "I would like a table for two"])
+    s = adaptive_session(default_config, [(1.0, 3.0)], [(1.5, 2.0)], 10.0, eot, asr=asr,
+                         endpoint_s=2.0)
+    stats = s.orchestrator.stats
+    assert stats["deferred_discarded"] == 1 and stats["speculative_reply_wasted_s"] == 0
+    llm = s.orchestrator.stages.llm
+    assert [r.messages[-1].content for r in llm.requests] == ["I would like a table for two"]
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+
+
+def test_without_deferral_the_reply_starts_at_the_verdict(default_config):
+    eot = ScriptedEndOfTurn(silence_s=1.0)
+    config = default_config.replace(pipeline={"defer_replies": False})
+    s = adaptive_session(config, [(1.0, 2.0)], (), 8.0, eot, endpoint_s=1.5)
+    [request] = s.orchestrator.stages.llm.requests
+    assert request.t < 2.0 + 0.064 + 0.1 + 0.02 + 0.033  # pause, ASR, verdict
+    assert s.orchestrator.stats["deferred_replies"] == 0

@@ -146,3 +146,32 @@ def test_listen_ahead_prefills_during_a_long_utterance_in_file_mode(tmp_path, co
 def test_listen_ahead_is_off_by_default_and_loads_no_second_decoder(default_config, asr):
     assert not default_config.pipeline.listen_ahead and not default_config.asr.partials
     assert not asr.has_partials
+
+
+def test_the_end_of_turn_batch_prefills_the_whole_reply_prompt(default_config):
+    """llm.eot_prefills_reply: the end-of-turn probability comes out of the batch that
+    evaluates the reply prompt to its end, so the reply samples at once; same
+    probability, same reply as in two steps."""
+    import itertools
+
+    from stages.llm_llama_cpp import LlamaCppLLM
+
+    got = {}
+    for fused in (True, False):
+        llm = LlamaCppLLM(default_config.llm.model_copy(update={"eot_prefills_reply": fused}))
+        asyncio.run(llm.start())
+        try:
+            conv = Conversation(llm, 640, max_turns=4)
+            messages = asyncio.run(conv.prompt("Who wrote Romeo and Juliet?", "en"))
+            llm.prefill(list(conv.system("en")))
+            lp = llm.end_of_turn_logprob(messages)
+            whole = llm._llm.n_tokens == len(llm.tokens(messages))
+            stream = llm._stream(messages)
+            text = "".join(itertools.islice(stream, 10))
+            stream.close()
+            got[fused] = (lp, whole, text)
+        finally:
+            asyncio.run(llm.aclose())
+    assert got[True][0] == pytest.approx(got[False][0], abs=1e-3)
+    assert got[True][1] and not got[False][1]  # the whole prompt was in the cache
+    assert got[True][2] == got[False][2] and got[True][2].strip()

@@ -1,0 +1,104 @@
+"""How soon the VAD hears that speech ended, on clean and on noisy clips.
+
+    .venv/bin/python -m eval.bench_vad [--relative-drop 0.2 ...]
+
+Every corpus clip, with 0.5 s of silence before and 1.5 s after, goes through the
+Silero VAD stage offline. For each clip: the *end lag*, from the true end of speech
+(the clip's own audio, a noisy clip's clean twin: eval.speech_bounds) to the first
+SpeechPaused after it (where the speculative turn starts: the rest of the endpoint
+delay is the end-of-turn silence, counted from the VAD's own end of speech); and the
+*inner pauses*, SpeechPaused events before the true end (each starts speculative work
+that speech then discards), and utterances the VAD itself splits (a silence past
+``pipeline.max_silence_ms`` with adaptive endpointing, else ``vad.min_silence_ms``). Per setting of ``vad.relative_drop``, per group (clean,
+noisy): p50 and p90 of the lag, inner pauses per clip, and clips whose end was not heard
+before the trailing silence. Writes eval/out/bench_vad.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from eval.corpus import load_manifest
+from eval.speech_bounds import speech_end
+from eval.stats import percentiles
+from pipeline.audio import read_wav
+from pipeline.config import load_config
+from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, stream_of
+
+OUT = Path(__file__).resolve().parent / "out"
+LEAD_S, TAIL_S = 0.5, 1.5
+
+
+async def _events(vad, audio: np.ndarray) -> list:
+    from stages.vad_silero import FRAME
+
+    frames = [AudioFrame(0, (i + 1) * FRAME / 16000, audio[i * FRAME:(i + 1) * FRAME])
+              for i in range(len(audio) // FRAME)]
+    vad.reset()
+    return [ev async for ev in vad.process(stream_of(*frames))]
+
+
+def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
+    from stages.vad_silero import SileroVAD
+
+    config = load_config(config_path)
+    vad = SileroVAD(config.vad.model_copy(update={"relative_drop": drop}))
+    pc = config.pipeline
+    if pc.endpointing == "adaptive" and pc.speculative:  # as the orchestrator sets it
+        vad.end_silence_ms = pc.max_silence_ms
+    asyncio.run(vad.start())
+    clips = load_manifest()
+    rows = []
+    try:
+        for clip in clips:
+            audio = read_wav(clip.path)
+            padded = np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), audio,
+                                     np.zeros(int(TAIL_S * 16000), np.float32)])
+            end = LEAD_S + speech_end(clip, clips)
+            evs = asyncio.run(_events(vad, padded))
+            pauses = [ev for ev in evs if isinstance(ev, SpeechPaused)]
+            after = [ev.t for ev in pauses if ev.t >= end]
+            rows.append({"clip": clip.id, "noisy": clip.id.endswith("_noisy"),
+                         "lag_ms": round((after[0] - end) * 1000, 1) if after else None,
+                         "heard_in_clip": bool(after) and after[0] <= LEAD_S + clip.duration_s,
+                         "inner_pauses": sum(ev.t < end for ev in pauses),
+                         "utterances": sum(isinstance(ev, SpeechEnded) for ev in evs)})
+    finally:
+        asyncio.run(vad.aclose())
+    groups = {}
+    for name, keep in (("clean", False), ("noisy", True)):
+        sel = [r for r in rows if r["noisy"] == keep]
+        groups[name] = {"clips": len(sel),
+                        "lag_ms": percentiles(r["lag_ms"] for r in sel if r["lag_ms"] is not None),
+                        "inner_pauses_per_clip": sum(r["inner_pauses"] for r in sel) / len(sel),
+                        "end_heard_before_the_clip_ended": sum(r["heard_in_clip"] for r in sel),
+                        "split_utterances": sum(r["utterances"] > 1 for r in sel)}
+    return {"relative_drop": drop, "groups": groups, "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--relative-drop", type=float, nargs="*", default=[0.2],
+                    help="settings to compare with the absolute thresholds alone")
+    args = ap.parse_args()
+    results = [measure(args.config, d) for d in [None, *args.relative_drop]]
+    print("| vad.relative_drop | clips | end lag p50 ms | p90 ms | inner pauses per clip "
+          "| end heard inside the clip | utterances split |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for res in results:
+        for name, g in res["groups"].items():
+            print(f"| {res['relative_drop']} | {name} ({g['clips']}) | {g['lag_ms']['p50']:.0f} | "
+                  f"{g['lag_ms']['p90']:.0f} | {g['inner_pauses_per_clip']:.2f} | "
+                  f"{g['end_heard_before_the_clip_ended']} | {g['split_utterances']} |")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_vad.json").write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
