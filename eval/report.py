@@ -51,7 +51,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "acoustic end of turn (Smart Turn)": {"pipeline": {"acoustic_eot": False}},
     "semantic end of turn (LLM end-of-turn probability)": {"pipeline": {"semantic_eot": False}},
     "speculative end of turn": {"pipeline": {"speculative": False}},
-    # off by default (see pipeline.listen_ahead): a profile that turns it on gets the row
+    # off by default (see pipeline.listen_ahead, vad.relative_drop): a profile that turns
+    # them on gets their rows
     "listen-ahead (partial transcripts prefill the LLM during speech)":
         {"pipeline": {"listen_ahead": False}, "asr": {"partials": False}},
     "first-chunk threads (llm.first_chunk_threads: 2 until the first chunk)":
