@@ -4,10 +4,11 @@
 
 Every corpus clip, with 0.5 s of silence before and 1.5 s after, goes through the
 Silero VAD stage offline. For each clip: the *end lag*, from the true end of speech
-(the clip's own audio, a noisy clip's clean twin: eval.speech_bounds) to the first
-SpeechPaused after it (where the speculative turn starts: the rest of the endpoint
-delay is the end-of-turn silence, counted from the VAD's own end of speech); and the
-*inner pauses*, SpeechPaused events before the true end (each starts speculative work
+(the clip's own audio, a noisy clip's clean twin: eval.speech_bounds) to the last
+SpeechPaused not followed by a resume (where the committed speculative turn started:
+the rest of the endpoint delay is the end-of-turn silence, counted from the VAD's own
+end of speech; negative if the VAD heard the end before the energy did); and the
+*inner pauses*, SpeechPaused events followed by a resume (each starts speculative work
 that speech then discards), and utterances the VAD itself splits (a silence past
 ``pipeline.max_silence_ms`` with adaptive endpointing, else ``vad.min_silence_ms``). Per setting of ``vad.relative_drop``, per group (clean,
 noisy): p50 and p90 of the lag, inner pauses per clip, and clips whose end was not heard
@@ -28,7 +29,7 @@ from eval.speech_bounds import speech_end
 from eval.stats import percentiles
 from pipeline.audio import read_wav
 from pipeline.config import load_config
-from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, stream_of
+from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed, stream_of
 
 OUT = Path(__file__).resolve().parent / "out"
 LEAD_S, TAIL_S = 0.5, 1.5
@@ -61,12 +62,14 @@ def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
                                      np.zeros(int(TAIL_S * 16000), np.float32)])
             end = LEAD_S + speech_end(clip, clips)
             evs = asyncio.run(_events(vad, padded))
-            pauses = [ev for ev in evs if isinstance(ev, SpeechPaused)]
-            after = [ev.t for ev in pauses if ev.t >= end]
+            # a pause followed by a resume is inside the utterance; the others end one
+            final = [ev for ev, nxt in zip(evs, [*evs[1:], None])
+                     if isinstance(ev, SpeechPaused) and not isinstance(nxt, SpeechResumed)]
+            last = final[-1].t if final else None
             rows.append({"clip": clip.id, "noisy": clip.id.endswith("_noisy"),
-                         "lag_ms": round((after[0] - end) * 1000, 1) if after else None,
-                         "heard_in_clip": bool(after) and after[0] <= LEAD_S + clip.duration_s,
-                         "inner_pauses": sum(ev.t < end for ev in pauses),
+                         "lag_ms": round((last - end) * 1000, 1) if last is not None else None,
+                         "heard_in_clip": last is not None and last <= LEAD_S + clip.duration_s,
+                         "inner_pauses": sum(isinstance(ev, SpeechResumed) for ev in evs),
                          "utterances": sum(isinstance(ev, SpeechEnded) for ev in evs)})
     finally:
         asyncio.run(vad.aclose())
@@ -75,7 +78,7 @@ def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
         sel = [r for r in rows if r["noisy"] == keep]
         groups[name] = {"clips": len(sel),
                         "lag_ms": percentiles(r["lag_ms"] for r in sel if r["lag_ms"] is not None),
-                        "inner_pauses_per_clip": sum(r["inner_pauses"] for r in sel) / len(sel),
+                        "inner_pauses_per_clip": sum(r["inner_pauses"] for r in sel) / max(1, len(sel)),
                         "end_heard_before_the_clip_ended": sum(r["heard_in_clip"] for r in sel),
                         "split_utterances": sum(r["utterances"] > 1 for r in sel)}
     return {"relative_drop": drop, "groups": groups, "rows": rows}

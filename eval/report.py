@@ -246,7 +246,9 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         for name, over in SWITCHES.items():
             if switches and not any(w in name for w in switches):
                 continue
-            if applicable(base, over) and not already(base, applicable(base, over)):
+            if applicable(base, over) and already(base, applicable(base, over)):
+                not_applicable.append(f"{name} (already off)")
+            elif applicable(base, over):
                 variants.append((f"without {name}", applicable(base, over), ablation_turns))
             else:
                 not_applicable.append(name)
@@ -418,7 +420,7 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
             lines += ["", f"Speed-up over the naive cascade at p50 ({naive['turns']} turns): "
                           f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
         if summary["ablation_not_applicable"]:
-            lines += ["", "Not applicable to this profile (no such key): "
+            lines += ["", "Not ablated (no such key in this profile, or already off): "
                       + ", ".join(summary["ablation_not_applicable"]) + "."]
     if pauses is not None:
         lines += ["", "## Pauses: end of turn on utterances with inner pauses", "",

@@ -205,6 +205,8 @@ class Orchestrator:
         prompt then has the LLM) or a reply is being computed."""
         llm, asr = self.stages.llm, self.stages.asr
         try:
+            if not self._still_speaking(progress.turn_id):
+                return
             words = (await asr.partial(progress.audio)).split()[:-1]
             if not words or not self._still_speaking(progress.turn_id):
                 return

@@ -282,15 +282,18 @@ class LlamaCppLLM(LLMStage):
         self._first_chunk_out = False
         self._use_threads(cfg.first_chunk_threads or cfg.n_threads)
         guard = self._echo_guard(messages, len(tokens))
-        for chunk in self._llm.create_completion(
-                tokens, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                top_p=cfg.top_p, repeat_penalty=cfg.repeat_penalty, stream=True,
-                logits_processor=LogitsProcessorList([guard]) if guard else None):
-            text = chunk["choices"][0]["text"]
-            if text:
-                yield text
-            if self._first_chunk_out:  # between two tokens, on this thread
-                self._use_threads(cfg.n_threads)
+        try:
+            for chunk in self._llm.create_completion(
+                    tokens, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                    top_p=cfg.top_p, repeat_penalty=cfg.repeat_penalty, stream=True,
+                    logits_processor=LogitsProcessorList([guard]) if guard else None):
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+                if self._first_chunk_out:  # between two tokens, on this thread
+                    self._use_threads(cfg.n_threads)
+        finally:  # a reply cut, or written whole before its first chunk went out
+            self._use_threads(cfg.n_threads)
 
     def first_chunk_sent(self) -> None:
         """The reply's first chunk went to the TTS: generate with ``n_threads`` from the

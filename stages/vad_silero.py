@@ -48,7 +48,7 @@ class SileroVADConfig(Strict):
         "probability falls this far below the utterance's own speech level (a running mean "
         "of its voiced frames) is silence too, and once paused only a frame within half of "
         "it resumes. Background noise after the last word keeps Silero at 0.5-0.95, above "
-        "neg_threshold, for hundreds of ms. 0.2 hears the end in noise ~130 ms sooner (p50, "
+        "neg_threshold, for hundreds of ms. 0.2 hears the end in noise ~170 ms sooner (p50, "
         "eval.bench_vad) but also ends inner pauses sooner: more premature endpoints on the "
         "pauses set, so null (the absolute thresholds only) by default.")
     min_silence_ms: int = Field(288, ge=32, description="Silence that ends a turn (endpoint).")
@@ -196,7 +196,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                     yield SpeechResumed(self.turns, frame.t)
             else:
                 silence_run += 1
-            if progress and not paused and len(utterance) % progress == 0:
+            if progress and silence_run == 0 and len(utterance) % progress == 0:
                 yield SpeechProgress(self.turns, frame.t, audio=np.concatenate(utterance))
             if silence_run == pause and not paused:
                 paused = True

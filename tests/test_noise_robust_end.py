@@ -9,7 +9,7 @@ import numpy as np
 from eval.bench_vad import LEAD_S, TAIL_S, _events
 from eval.speech_bounds import speech_end
 from pipeline.audio import read_wav
-from pipeline.events import SpeechEnded, SpeechPaused
+from pipeline.events import SpeechEnded, SpeechPaused, SpeechResumed
 
 NOISY = ["vctk-valentini_p287_001_noisy", "vctk-valentini_p287_002_noisy",
          "vctk-valentini_p287_005_noisy", "vctk-valentini_p287_006_noisy"]
@@ -29,8 +29,9 @@ def first_pause_after_end(config, corpus, cid, drop):
     finally:
         asyncio.run(vad.aclose())
     end = LEAD_S + speech_end(clip, corpus)
-    lag = min(ev.t for ev in evs if isinstance(ev, SpeechPaused) and ev.t >= end) - end
-    return lag, sum(isinstance(ev, SpeechEnded) for ev in evs)
+    final = [ev for ev, nxt in zip(evs, [*evs[1:], None])
+             if isinstance(ev, SpeechPaused) and not isinstance(nxt, SpeechResumed)]
+    return final[-1].t - end, sum(isinstance(ev, SpeechEnded) for ev in evs)
 
 
 def test_the_end_of_speech_in_noise_is_heard_sooner_with_the_relative_drop(default_config,
