@@ -44,6 +44,14 @@ async def _events(vad, audio: np.ndarray) -> list:
     return [ev async for ev in vad.process(stream_of(*frames))]
 
 
+def end_heard(events: list) -> Optional[float]:
+    """When the VAD heard the last utterance end: its last pause not followed by a
+    resume (a pause followed by one is inside the utterance)."""
+    final = [ev for ev, nxt in zip(events, [*events[1:], None])
+             if isinstance(ev, SpeechPaused) and not isinstance(nxt, SpeechResumed)]
+    return final[-1].t if final else None
+
+
 def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
     from stages.vad_silero import SileroVAD
 
@@ -62,10 +70,7 @@ def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
                                      np.zeros(int(TAIL_S * 16000), np.float32)])
             end = LEAD_S + speech_end(clip, clips)
             evs = asyncio.run(_events(vad, padded))
-            # a pause followed by a resume is inside the utterance; the others end one
-            final = [ev for ev, nxt in zip(evs, [*evs[1:], None])
-                     if isinstance(ev, SpeechPaused) and not isinstance(nxt, SpeechResumed)]
-            last = final[-1].t if final else None
+            last = end_heard(evs)
             rows.append({"clip": clip.id, "noisy": clip.id.endswith("_noisy"),
                          "lag_ms": round((last - end) * 1000, 1) if last is not None else None,
                          "heard_in_clip": last is not None and last <= LEAD_S + clip.duration_s,

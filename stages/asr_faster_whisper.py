@@ -139,11 +139,17 @@ class FasterWhisperASR(ASRStage):
             self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
                                         task="transcribe", language=cfg.language)
 
+    def _short_window_fits(self, audio: np.ndarray) -> bool:
+        """The short window applies: on, a fixed language, and the audio plus its margin
+        within Whisper's 30 s."""
+        cfg = self.config
+        return (cfg.short_window and self._tokenizer is not None
+                and len(audio) / SAMPLE_RATE + cfg.window_margin_s <= 30)
+
     def transcribe(self, audio: np.ndarray) -> tuple[str, str]:
         """Blocking: the whole decode, short window first where enabled."""
         cfg = self.config
-        fits = len(audio) / SAMPLE_RATE + cfg.window_margin_s <= 30
-        if cfg.short_window and self._tokenizer is not None and fits:
+        if self._short_window_fits(audio):
             res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
                                 cfg.window_floor_s, cfg.beam_size)
             if res.rejected is None:
@@ -175,8 +181,7 @@ class FasterWhisperASR(ASRStage):
         """Blocking: a partial transcript of speech still going on (short window only;
         what its guard rejects is no partial: ""). Not counted in ``stats``."""
         cfg = self.config
-        if (self._tokenizer is None or not cfg.short_window
-                or len(audio) / SAMPLE_RATE + cfg.window_margin_s > 30):
+        if not self._short_window_fits(audio):
             return ""
         res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
                             cfg.window_floor_s, cfg.beam_size)

@@ -143,16 +143,22 @@ class LlamaCppLLM(LLMStage):
         n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         return self._evaluate(a[:n])
 
-    def _evaluate(self, tokens: list[int], last_logits: bool = False) -> int:
-        """Bring the KV cache to ``tokens``, evaluating only what differs from what it
-        holds; ``last_logits``: evaluate at least the last token, so that the logits
-        are those after ``tokens``. Returns how many tokens were evaluated."""
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        """How many of ``tokens``, from the first, the KV cache already holds."""
         llm = self._llm
         common = 0
         for x, y in zip(llm.input_ids[:llm.n_tokens], tokens):
             if x != y:
                 break
             common += 1
+        return common
+
+    def _evaluate(self, tokens: list[int], last_logits: bool = False) -> int:
+        """Bring the KV cache to ``tokens``, evaluating only what differs from what it
+        holds; ``last_logits``: evaluate at least the last token, so that the logits
+        are those after ``tokens``. Returns how many tokens were evaluated."""
+        llm = self._llm
+        common = self._cached_prefix(tokens)
         common = min(common, len(tokens) - 1) if last_logits else common
         llm.n_tokens = min(common, llm.n_tokens)  # eval() drops the KV cache beyond this
         rest = tokens[llm.n_tokens:]
@@ -225,12 +231,7 @@ class LlamaCppLLM(LLMStage):
         ``tokens[position]`` (re-evaluated if the cache holds it already). Returns that
         position's index in the batch, or None when the batch would not fit."""
         llm = self._llm
-        common = 0
-        for x, y in zip(llm.input_ids[:llm.n_tokens], tokens):
-            if x != y:
-                break
-            common += 1
-        common = min(common, position)
+        common = min(self._cached_prefix(tokens), position)
         rest = tokens[common:]
         if len(rest) > llm.n_batch:
             return None

@@ -6,16 +6,16 @@ import asyncio
 
 import numpy as np
 
-from eval.bench_vad import LEAD_S, TAIL_S, _events
+from eval.bench_vad import LEAD_S, TAIL_S, _events, end_heard
 from eval.speech_bounds import speech_end
 from pipeline.audio import read_wav
-from pipeline.events import SpeechEnded, SpeechPaused, SpeechResumed
+from pipeline.events import SpeechEnded
 
 NOISY = ["vctk-valentini_p287_001_noisy", "vctk-valentini_p287_002_noisy",
          "vctk-valentini_p287_005_noisy", "vctk-valentini_p287_006_noisy"]
 
 
-def first_pause_after_end(config, corpus, cid, drop):
+def end_lag(config, corpus, cid, drop):
     from stages.vad_silero import SileroVAD
 
     vad = SileroVAD(config.vad.model_copy(update={"relative_drop": drop}))
@@ -28,10 +28,8 @@ def first_pause_after_end(config, corpus, cid, drop):
         evs = asyncio.run(_events(vad, audio))
     finally:
         asyncio.run(vad.aclose())
-    end = LEAD_S + speech_end(clip, corpus)
-    final = [ev for ev, nxt in zip(evs, [*evs[1:], None])
-             if isinstance(ev, SpeechPaused) and not isinstance(nxt, SpeechResumed)]
-    return final[-1].t - end, sum(isinstance(ev, SpeechEnded) for ev in evs)
+    return (end_heard(evs) - LEAD_S - speech_end(clip, corpus),
+            sum(isinstance(ev, SpeechEnded) for ev in evs))
 
 
 def test_the_end_of_speech_in_noise_is_heard_sooner_with_the_relative_drop(default_config,
@@ -39,15 +37,15 @@ def test_the_end_of_speech_in_noise_is_heard_sooner_with_the_relative_drop(defau
     assert default_config.vad.relative_drop is None  # off by default: see its description
     before, after = [], []
     for cid in NOISY:
-        lag, utterances = first_pause_after_end(default_config, corpus, cid, 0.2)
+        lag, utterances = end_lag(default_config, corpus, cid, 0.2)
         after.append(lag)
         assert utterances == 1, cid  # still one utterance
-        before.append(first_pause_after_end(default_config, corpus, cid, None)[0])
+        before.append(end_lag(default_config, corpus, cid, None)[0])
     assert all(a <= b + 1e-6 for a, b in zip(after, before)), (after, before)
     assert np.median(after) < 0.2 < np.median(before), (after, before)
 
 
 def test_a_clean_sentence_with_its_own_pauses_stays_one_utterance(default_config, corpus):
-    lag, utterances = first_pause_after_end(default_config, corpus,
+    lag, utterances = end_lag(default_config, corpus,
                                             "librivox_sense-and-sensibility-01-0890", 0.2)
     assert utterances == 1 and lag < 0.15

@@ -176,8 +176,7 @@ def test_a_client_that_leaves_mid_reply_frees_its_slot(server, corpus):
         async with client(server.port).realtime.connect(model="cascade") as conn:
             task = asyncio.create_task(speak(conn, [audio], 16000, 0.6, heard, until_done=9,
                                              timeout_s=40))
-            while not heard.of("response.output_audio.delta") and not task.done():
-                await asyncio.sleep(0.05)
+            await first_audio(heard, task, 0.05)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         return heard
@@ -193,6 +192,12 @@ def test_a_client_that_leaves_mid_reply_frees_its_slot(server, corpus):
     # model of the client's playback had already played it out when the close arrived
     assert turn["status"] in ("interrupted", "answered") and turn["user"]
     assert "session_end" in server_log(server)
+
+
+async def first_audio(heard, speaking: asyncio.Task, poll_s: float) -> None:
+    """Until the first reply audio arrives (or the client's speaking task ends)."""
+    while not heard.of("response.output_audio.delta") and not speaking.done():
+        await asyncio.sleep(poll_s)
 
 
 def sessions_after(server, wait_s=30.0):
@@ -250,8 +255,7 @@ def test_response_cancel_stops_the_reply_where_the_client_heard_it(server, corpu
         async with client(server.port).realtime.connect(model="cascade") as conn:
             task = asyncio.create_task(speak(conn, [audio], 16000, 0.6, heard, until_done=1,
                                              tail_s=0.5, timeout_s=40))
-            while not heard.of("response.output_audio.delta") and not task.done():
-                await asyncio.sleep(0.02)
+            await first_audio(heard, task, 0.02)
             await conn.response.cancel()
             await task
         return heard
