@@ -30,6 +30,17 @@ def records(out_dir, name):
     return [json.loads(l) for l in (out_dir / name).read_text().splitlines() if l.strip()]
 
 
+def storyteller_config(tmp_path, extra=""):
+    """The default profile with long replies, so that there is something to interrupt
+    (the default prompt's replies can be two words, played out before any cut-in)."""
+    config = tmp_path / "storyteller.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text().replace(
+        "model: smollm2-135m-instruct", "model: smollm2-135m-instruct\n  max_tokens: 40\n"
+        "  system_prompt: You are a storyteller. Always answer with a long story of three "
+        "sentences.\n  primer: []  # its examples are one short sentence") + extra)
+    return config
+
+
 def test_reply_reaches_the_speaker(room, tmp_path, corpus, asr):
     rec = room.record_speaker(tmp_path / "speaker.wav")
     s = room.session(ROOT, tmp_path / "out", DEFAULT_CONFIG)
@@ -51,11 +62,13 @@ def test_reply_reaches_the_speaker(room, tmp_path, corpus, asr):
 
 
 def test_barge_in_stops_playback_and_keeps_the_partial_reply(room, tmp_path, corpus):
-    s = room.session(ROOT, tmp_path / "out", DEFAULT_CONFIG)
+    s = room.session(ROOT, tmp_path / "out", storyteller_config(tmp_path))
     s.wait_for("listening: just speak")
     room.say(clip(corpus, "ljspeech_LJ001-0002"))
     s.wait_for("V2V")
-    time.sleep(0.8)  # the assistant is speaking: interrupt it
+    # the assistant is speaking a reply of several seconds, all of it written and
+    # synthesized by now (no gap in playback): interrupt it
+    time.sleep(2.0)
     room.say(clip(corpus, "cmusphinx_goforward"))
     s.wait_for("V2V", count=2)
     time.sleep(1.0)
@@ -73,13 +86,7 @@ def test_barge_in_stops_playback_and_keeps_the_partial_reply(room, tmp_path, cor
 
 @pytest.mark.parametrize("echo_mode", ["aec", "half_duplex"])
 def test_own_voice_does_not_interrupt_but_the_user_does(room, tmp_path, corpus, echo_mode):
-    config = tmp_path / "echo.yaml"
-    # long replies, so that there is something to interrupt
-    config.write_text(DEFAULT_CONFIG.read_text().replace(
-        "model: smollm2-135m-instruct", "model: smollm2-135m-instruct\n  max_tokens: 40\n"
-        "  system_prompt: You are a storyteller. Always answer with a long story of three "
-        "sentences.\n  primer: []  # its examples are one short sentence") +
-        f"audio:\n  echo: {echo_mode}\n")
+    config = storyteller_config(tmp_path, f"audio:\n  echo: {echo_mode}\n")
     room.add_echo(latency_ms=60, volume_pct=50)  # speaker -> microphone, -6 dB, 60 ms + buffers
     s = room.session(ROOT, tmp_path / "out", config)
     s.wait_for("listening: just speak")
