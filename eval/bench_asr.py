@@ -2,6 +2,7 @@
 Cascade's short-utterance window with its guard, same model, same beam, same run.
 
     .venv/bin/python -m eval.bench_asr [--config configs/default.yaml] [--repeats 1]
+                                       [--window-floor S] [--slow FRACTION]
 
 Prints WER and per-utterance decode time (median, p90) for both, and writes
 eval/out/bench_asr.json.
@@ -28,8 +29,10 @@ from stages.asr_faster_whisper import FasterWhisperASR
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def bench(config_path: str, repeats: int = 1) -> dict:
+def bench(config_path: str, repeats: int = 1, window_floor_s: float | None = None) -> dict:
     config = load_config(config_path)
+    if window_floor_s is not None:
+        config = config.replace(asr={"window_floor_s": window_floor_s})
     asr = FasterWhisperASR(config.asr)
     asyncio.run(asr.start())
     clips = load_manifest()
@@ -71,9 +74,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--slow", type=float, metavar="FRACTION",
                     help="emulate a slower CPU: every thread at this fraction of a core")
+    ap.add_argument("--window-floor", type=float, metavar="S",
+                    help="asr.window_floor_s for the short window (the profile's otherwise)")
     args = ap.parse_args()
     with SlowCpu(args.slow) if args.slow else contextlib.nullcontext():
-        res = bench(args.config, args.repeats)
+        res = bench(args.config, args.repeats, args.window_floor)
     res["cpu_fraction"] = args.slow or 1.0
     for name in ("standard_padded", "short_window"):
         r = res[name]

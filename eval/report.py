@@ -60,6 +60,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "reply prompt prefilled with the end-of-turn probability (llm.eot_prefills_reply)":
         {"llm": {"eot_prefills_reply": False}},
     "deferred speculative replies (pipeline.defer_replies)": {"pipeline": {"defer_replies": False}},
+    "first audio first (pipeline.first_audio_priority: the LLM waits for it)":
+        {"pipeline": {"first_audio_priority": False}},
     "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
     "first-clause TTS (clause or 6-word first chunk)": {"pipeline": {"first_clause": False}},
@@ -473,10 +475,10 @@ def main() -> None:
     ap.add_argument("--no-quality", action="store_true",
                     help="leave out the reply-quality question set")
     args = ap.parse_args()
-    summary = report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed,
-                     args.out, llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow,
-                     pauses=not args.no_pauses, pauses_items=args.pauses_items,
-                     quality=not args.no_quality)
+    report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed, args.out,
+           llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow,
+           pauses=not args.no_pauses, pauses_items=args.pauses_items,
+           quality=not args.no_quality)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
 

@@ -71,6 +71,10 @@ class PipelineSettings(Strict):
     max_first_words: Optional[int] = Field(
         6, ge=2, description="First chunk cap: with no punctuation after this many words, "
         "the first chunk is cut at the word boundary (null: wait for punctuation).")
+    first_audio_priority: bool = Field(
+        True, description="From the end of a reply's first chunk until its audio is out, "
+        "the LLM pauses: the TTS has the CPU to itself for the first audio; the LLM writes "
+        "the rest while that audio plays.")
     speculative: bool = Field(
         True, description="Speculative end of turn: start ASR, then the LLM and TTS, as soon as "
         "silence begins (vad.pause_ms); play when the endpoint is confirmed, discard the work "

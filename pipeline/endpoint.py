@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from . import clock
 from .config import PipelineSettings
 from .errors import CascadeError
 from .events import ChatMessage
@@ -36,9 +37,12 @@ class Verdict:
     acoustic: Optional[float]  # Smart Turn's P(complete)
     semantic: Optional[float]  # log P(end of the user's message)
     reason: str
+    # how long the verdict waited for Smart Turn once the transcript was known
+    acoustic_wait_s: float = 0.0
 
     def record(self) -> dict[str, Any]:
         return {"silence_ms": round(self.silence_s * 1000), "reason": self.reason,
+                "acoustic_wait_ms": round(self.acoustic_wait_s * 1000, 1),
                 "smart_turn": None if self.acoustic is None else round(self.acoustic, 3),
                 "eot_logprob": None if self.semantic is None else round(self.semantic, 3)}
 
@@ -78,23 +82,34 @@ class EndOfTurn:
     async def verdict(self, text: str, messages: Sequence[ChatMessage],
                       acoustic: Optional["asyncio.Future[float]"]) -> Verdict:
         pc = self.pc
-        p = await acoustic if acoustic is not None else None
+        t0 = clock.now()
         if unfinished_text(text):
+            p = await acoustic if acoustic is not None else None
             return Verdict(pc.max_silence_ms / 1000, p, None, "trails off")
-        lp = None
-        if self.semantic:
+        # the LLM reads its probability while Smart Turn, started with the ASR, ends
+        semantic = (asyncio.ensure_future(self.llm.worker.call(self.llm.end_of_turn_logprob,
+                                                               messages))
+                    if self.semantic else None)
+        try:
+            p = await acoustic if acoustic is not None else None
+            waited = clock.now() - t0
             try:
-                lp = await self.llm.worker.call(self.llm.end_of_turn_logprob, messages)
+                lp = await semantic if semantic is not None else None
             except Exception as err:  # noqa: BLE001 - a template without an end token
                 raise CascadeError(f"llm: end-of-turn probability: {err}") from err
+        finally:
+            if semantic is not None and not semantic.done():
+                semantic.cancel()  # the turn was cut: the LLM's worker finishes the call
+            elif semantic is not None and not semantic.cancelled():
+                semantic.exception()  # retrieved: Smart Turn's error is the one raised
         votes = [v for v in ((p >= pc.smart_turn_complete) if p is not None else None,
                              (lp >= pc.eot_complete_logprob) if lp is not None else None)
                  if v is not None]
         if not votes:
-            return Verdict(self.fixed_s, p, lp, "no signal")
+            return Verdict(self.fixed_s, p, lp, "no signal", waited)
         yes = sum(votes)
         if yes == len(votes):
-            return Verdict(pc.complete_silence_ms / 1000, p, lp, "complete")
+            return Verdict(pc.complete_silence_ms / 1000, p, lp, "complete", waited)
         if yes:
-            return Verdict(pc.unsure_silence_ms / 1000, p, lp, "unsure")
-        return Verdict(pc.max_silence_ms / 1000, p, lp, "unfinished")
+            return Verdict(pc.unsure_silence_ms / 1000, p, lp, "unsure", waited)
+        return Verdict(pc.max_silence_ms / 1000, p, lp, "unfinished", waited)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing, contextmanager
-from typing import AsyncIterator, Callable, Iterator, TypeVar
+from typing import AsyncIterator, Callable, Iterator, Optional, TypeVar
 
 from . import clock
 from .errors import CascadeError, StageError
@@ -92,12 +92,28 @@ async def whole_reply(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[Sentenc
         yield Sentence(turn_id, clock.now(), text=text, index=0)
 
 
-async def _speak_all(tts, sentences: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
+async def _speak_all(tts, sentences: AsyncIterator[Sentence],
+                     spoken: Optional[asyncio.Event] = None) -> AsyncIterator[AudioChunk]:
+    """``spoken`` is set once the first sentence is synthesized (audio or none)."""
     async with aclosing(sentences) as it:
         async for sentence in it:
             chunk = await tts.speak(sentence)
+            if spoken is not None:
+                spoken.set()
             if chunk is not None:
                 yield chunk
+
+
+async def _pause_for_first_audio(deltas: AsyncIterator[TextDelta], sent: asyncio.Event,
+                                 spoken: asyncio.Event) -> AsyncIterator[TextDelta]:
+    """The tokens of ``deltas``; once the first chunk is ``sent`` to the TTS, the next
+    token is not asked for until that chunk is ``spoken``. The LLM's worker thread
+    computes a token only when asked, so the TTS has the CPU to itself meanwhile."""
+    async with aclosing(deltas) as it:
+        async for delta in it:
+            yield delta
+            if sent.is_set() and not spoken.is_set():
+                await spoken.wait()
 
 
 class ReplyChain:
@@ -117,16 +133,22 @@ class ReplyChain:
         deltas = guard("llm", self.llm.generate(request),
                        lambda d: mark("llm_first_token", d.t))
         s = self.settings
+        sent = spoken = None
+        if s.first_audio_priority and s.stream_tts:
+            sent, spoken = asyncio.Event(), asyncio.Event()
+            deltas = _pause_for_first_audio(deltas, sent, spoken)
         chunks = split_stream(deltas, self.splitter()) if s.stream_tts else whole_reply(deltas)
         first_out = getattr(self.llm, "first_chunk_sent", lambda: None)  # its thread budget
 
         def first_sentence(chunk: Sentence) -> None:
             mark("first_sentence", chunk.t)
             first_out()
+            if sent is not None:
+                sent.set()
         sentences = guard("splitter", chunks, first_sentence)
         if s.run_ahead:
             sentences = run_ahead(sentences, s.sentences_ahead, f"llm-{request.turn_id}")
-        audio = guard("tts", _speak_all(self.tts, sentences),
+        audio = guard("tts", _speak_all(self.tts, sentences, spoken),
                       lambda c: mark("tts_first_audio", c.t))
         if s.run_ahead:
             audio = run_ahead(audio, s.chunks_ahead, f"tts-{request.turn_id}")

@@ -66,6 +66,45 @@ def test_a_complete_sentence_gets_a_short_endpoint_and_the_same_sentence_cut_a_l
     assert len(eot.smart_turn.cpu_ms) == 2  # one estimate per pause (not the warm-up)
 
 
+def test_the_llm_reads_its_probability_while_smart_turn_is_still_running(default_config):
+    """The semantic signal does not wait for the acoustic one: here Smart Turn's
+    estimate is given only once the LLM has started (awaiting it first would hang)."""
+    import threading
+
+    from pipeline.worker import Worker
+
+    llm_started = threading.Event()
+
+    class LLM:
+        worker = Worker("llm-test")
+
+        def end_of_turn_logprob(self, messages):
+            llm_started.set()
+            return -0.1
+
+    async def main():
+        pc = default_config.pipeline.model_copy(update={"acoustic_eot": False})
+        eot = EndOfTurn(pc, LLM(), fixed_s=0.288)
+        acoustic = asyncio.get_running_loop().create_future()
+
+        async def smart_turn_ends_after_the_llm_starts():
+            await asyncio.to_thread(llm_started.wait, 10)
+            await asyncio.sleep(0.05)
+            acoustic.set_result(0.9)
+        ender = asyncio.ensure_future(smart_turn_ends_after_the_llm_starts())
+        v = await asyncio.wait_for(eot.verdict("Please call Stella.", (), acoustic), 10)
+        await ender
+        return v
+
+    try:
+        v = asyncio.run(main())
+    finally:
+        LLM.worker.shutdown()
+    assert llm_started.is_set()
+    assert v.reason == "complete" and v.acoustic == 0.9 and v.semantic == -0.1
+    assert v.acoustic_wait_s >= 0.05  # the verdict did wait for Smart Turn
+
+
 class ScriptedEndOfTurn:
     """Verdicts with a scripted silence and delay (no model)."""
     signals = ["scripted"]

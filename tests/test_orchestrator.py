@@ -62,10 +62,25 @@ def test_timeline_phases_follow_the_scripted_latencies(default_config):
                                               "Here is a third sentence.")
 
 
+def test_the_llm_pauses_while_the_first_chunk_is_synthesized(default_config):
+    slow_tts = FakeTTS(delay=0.5)
+    _, stages, _, log = session(default_config, [(1.0, 2.0)], 10.0, tts=slow_tts,
+                                speculative=False)
+    (t1_start, first), (t2_start, second) = slow_tts.texts[:2]
+    assert first == "Sure thing." and second == "I can help with that."
+    t1_done = slow_tts.done[0][0]
+    written = [t for t, _, w in stages.llm.written]
+    # "I" told the splitter that "Sure thing." had ended; then no token until its audio
+    assert not [t for t in written if t1_start < t < t1_done]
+    assert min(t for t in written if t >= t1_done) == pytest.approx(t1_done + 0.02, abs=1e-6)
+    assert log.timeline[0]["tts_first_audio"] == pytest.approx(t1_done, abs=1e-6)
+    assert log.transcript[0]["assistant"].endswith("Here is a third sentence.")
+
+
 def test_the_llm_writes_sentence_two_while_sentence_one_is_synthesized(default_config):
     slow_tts = FakeTTS(delay=0.5)
     _, stages, _, _ = session(default_config, [(1.0, 2.0)], 10.0, tts=slow_tts,
-                              speculative=False)
+                              speculative=False, first_audio_priority=False)
     (t1_start, first), (t2_start, second) = slow_tts.texts[:2]
     assert first == "Sure thing." and second == "I can help with that."
     t1_done = slow_tts.done[0][0]
@@ -89,15 +104,18 @@ def test_run_ahead_closes_the_gap_between_sentences_when_the_llm_is_slow(default
     # sentence is written only after the first is synthesized, and the audio stops
     slow = dict(ttft=0.05, per_token=0.25, reply="Sure. I can help with that today, friend.")
     gaps = {}
-    for ahead in (True, False):
+    for ahead, first_audio_priority in ((True, False), (False, False), (True, True)):
         _, _, _, log = session(default_config, [(1.0, 2.0)], 12.0, llm=FakeLLM(**slow),
                                tts=FakeTTS(delay=0.3, seconds_per_word=0.4),
-                               speculative=False, run_ahead=ahead)
-        gaps[ahead] = log.timeline[0]["sentence_gaps_ms"]
+                               speculative=False, run_ahead=ahead,
+                               first_audio_priority=first_audio_priority)
+        gaps[ahead, first_audio_priority] = log.timeline[0]["sentence_gaps_ms"]
     # run ahead, sentence 2 is written while sentence 1 is synthesized (0.3 s) and
     # plays: the silence before it is shorter by exactly that synthesis time
-    assert gaps[True] == [pytest.approx(1100, abs=0.5)]
-    assert gaps[False] == [pytest.approx(1400, abs=0.5)]
+    assert gaps[True, False] == [pytest.approx(1100, abs=0.5)]
+    assert gaps[False, False] == [pytest.approx(1400, abs=0.5)]
+    # the price of pausing the LLM for the first audio, when the LLM is this slow
+    assert gaps[True, True] == [pytest.approx(1400, abs=0.5)]
 
 
 def test_naive_mode_waits_for_the_whole_reply(default_config):
