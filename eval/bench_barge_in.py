@@ -17,7 +17,7 @@ from pathlib import Path
 
 from eval.corpus import load_manifest
 from eval.stats import percentiles
-from eval.virtual_audio import VirtualRoom, ensure_server
+from eval.virtual_audio import PulseServer, VirtualRoom
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,9 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     clips = {c.id: c.path for c in load_manifest()}
     prompts = [clips["ljspeech_LJ001-0002"], clips["vctk_p238_165"]]
-    ensure_server()
-    room = VirtualRoom()
-    with tempfile.TemporaryDirectory() as tmp:
+    with PulseServer() as server, tempfile.TemporaryDirectory() as tmp:
+        room = VirtualRoom(server)  # a PulseAudio server of its own, stopped at the end
         config = Path(tmp) / "long.yaml"
         # long replies, so that there is something to interrupt
         config.write_text((ROOT / args.config).read_text().replace(

@@ -38,18 +38,6 @@ def _wait_until_up(env: Optional[dict[str, str]] = None) -> None:
     raise RuntimeError("PulseAudio did not start")
 
 
-def ensure_server() -> None:
-    """Make sure the user's PulseAudio server runs (started as a daemon if not, and
-    left running: tests use :class:`PulseServer` instead)."""
-    _need_pulseaudio()
-    if _answers():
-        return
-    subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n",
-                    "--load=module-native-protocol-unix", "--log-target=stderr"],
-                   capture_output=True, check=True)
-    _wait_until_up()
-
-
 class PulseServer:
     """A PulseAudio server of our own, with no sound card and nothing loaded but its
     socket, in a private directory: killing it touches nobody's sound, and ``stop``

@@ -2,22 +2,18 @@
 with the bundled GGUF, on a free localhost port."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 
+from eval.realtime_client import free_port
 from stages.llm_llama_cpp import resolve_model
 
+__all__ = ["ALIAS", "LlamaServer", "free_port"]
+
 ALIAS = "smollm2-135m-instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServer:
