@@ -68,6 +68,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
     "stages running ahead (off: pull-only chain)": {"pipeline": {"run_ahead": False}},
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},
+    "Q8_0 weights (llm.requantize: llama.cpp's tiled kernels prefill them)":
+        {"llm": {"requantize": None}},
     "prompt truncation": {"pipeline": {"truncate_prompt": False}},
     "warm-up": {"pipeline": {"warmup": False}},
     # reply quality (eval.quality measures what they do to the replies; here, their
@@ -226,7 +228,7 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
            pauses: bool = True, pauses_items: Optional[int] = None,
            quality: bool = True) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
-    (the naive cascade is then left out); ``llm_cpu``: the LLM gets this fraction of
+    (the naive cascade is then left out, unless one is "naive"); ``llm_cpu``: the LLM gets this fraction of
     one core; ``slow``: every thread gets this fraction of a core, an emulated slower
     CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
@@ -255,7 +257,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
             else:
                 not_applicable.append(name)
         # the speed-up target is judged on every turn of the conversation, like V2V itself
-        if not switches:
+        if not switches or any(w in "naive cascade" for w in switches):
             variants.append(("naive cascade", naive_overrides(base), turns))
     total = sum(n for _, _, n in variants)
     results: dict[str, Any] = {}
@@ -461,7 +463,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--switches", nargs="+", metavar="WORD",
                     help="ablate only the switches whose name contains one of these words "
-                    "(e.g. ahead); the naive cascade is then left out")
+                    "(e.g. ahead); the naive cascade is then left out, unless a word is "
+                    "naive")
     ap.add_argument("--slow", type=float, metavar="FRACTION",
                     help="emulate a slower CPU: every thread gets this fraction of a core "
                     "(cgroup v1 CPU quotas); eval.bench_asr --slow shows the slow-down it gives")

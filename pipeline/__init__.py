@@ -10,3 +10,10 @@ import os
 # Read when libgomp loads (llama_cpp is imported only when its stage loads); an
 # explicit GOMP_SPINCOUNT in the environment wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+# numpy's OpenBLAS starts a worker thread per core at its first matrix product (the
+# log-mel features of the ASR and of Smart Turn) and keeps it spinning between
+# calls: a "one-thread" ASR or Smart Turn then used 180-190% of the two cores, and an
+# ASR encode beside Smart Turn took 98 ms instead of 44. The products are small: one
+# thread (read when numpy loads, so this module comes first; the environment wins).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -9,8 +9,10 @@ only the new turn is prefilled.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Literal, Optional, Sequence
 
 from pydantic import Field, field_validator
 
@@ -53,6 +55,47 @@ def resolve_model(value: str, assemble: bool = False) -> Path:
         "its path.")
 
 
+# llama.cpp's file types the weights can be converted to (llm.requantize). Q8_0 holds a
+# Q4_1 model's weights almost exactly (8-bit steps inside each 4-bit step) and has
+# llama.cpp's tiled matrix kernels (llamafile's sgemm) for a batch, which Q4_1 lacks.
+REQUANTIZE = {"q8_0": 7}
+
+
+def requantized(path: Path, kind: str, cache_dir: Optional[Path] = None) -> Path:
+    """The GGUF at ``path`` with its weights converted to ``kind``, made once into
+    Cascade's cache (written aside, then renamed) and reused while ``path`` is the same
+    file (its resolved path, size and modification time name the copy)."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._logger import set_verbose
+
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    target = ((cache_dir or model_cache()) / "requantized"
+              / f"{path.stem}-{key.hexdigest()[:12]}.{kind}.gguf")
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = REQUANTIZE[kind]
+    params.allow_requantize = True  # the source is quantized already
+    params.nthread = min(2, os.cpu_count() or 1)
+    set_verbose(False)  # llama.cpp lists every tensor otherwise
+    try:
+        rc = llama_cpp.llama_model_quantize(str(path).encode(), str(tmp).encode(),
+                                            ctypes.byref(params))
+        if rc != 0 or not tmp.is_file():
+            raise ModelNotFoundError(
+                f"llm.model: {path} could not be converted to {kind} by llama.cpp "
+                f"(llm.requantize; code {rc}): is it a GGUF chat model?")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 class LlamaCppConfig(GenerationSettings):
     model: str = Field("smollm2-135m-instruct", description="Bundled name or path of a "
                        "chat GGUF (its chat template is used).")
@@ -70,6 +113,12 @@ class LlamaCppConfig(GenerationSettings):
         2, ge=1, description="CPU threads for generating tokens until the reply's first chunk "
         "goes to the TTS (nothing else computes then; a second thread makes each token ~1.5x "
         "faster on two cores), then n_threads. null = n_threads all along.")
+    requantize: Optional[Literal["q8_0"]] = Field(
+        None, description="Convert the model's weights to this llama.cpp type once, into "
+        "Cascade's cache, and load that copy. q8_0, for the bundled Q4_1 SmolLM2: prefill "
+        "~30% faster on x86 (llama.cpp's tiled matrix kernels take Q8_0, not Q4_1), token "
+        "generation ~10-15% slower (more bytes per weight), the same predictions (Q8_0 "
+        "holds 4-bit weights almost exactly). null = load the GGUF as it is.")
     repeat_penalty: float = Field(1.15, ge=1, description="Penalty on repeated tokens.")
     seed: int = Field(0, description="Sampling seed, for repeatable replies.")
     echo_guard: bool = Field(True, description="Repeat handling while sampling: the reply may "
@@ -108,6 +157,8 @@ class LlamaCppLLM(LLMStage):
                                          "pip install llama-cpp-python==0.3.36") from err
         cfg = self.config
         path = resolve_model(cfg.model, assemble=True)
+        if cfg.requantize:
+            path = requantized(path, cfg.requantize)
         try:
             self._llm = Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
                               n_threads_batch=cfg.n_threads_batch, seed=cfg.seed, verbose=False)

@@ -5,11 +5,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402,F401 - its thread settings (OpenBLAS), before numpy loads
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from eval.corpus import load_manifest  # noqa: E402
 from pipeline.config import load_config  # noqa: E402

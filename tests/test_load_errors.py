@@ -25,7 +25,7 @@ def garbage(tmp_path, name):
 
 # kind -> (the config's section pointing at a garbage file, the error it must give)
 CASES = {
-    "llm": (lambda p: {"model": str(p)}, "x.gguf",
+    "llm": (lambda p: {"model": str(p), "requantize": None}, "x.gguf",
             r"llm\.model: {path} could not be loaded by llama\.cpp \(.+\): is it a GGUF chat "
             r"model\?"),
     "tts": (lambda p: {"voice": str(p), "voice_config": f"{piper_voice()}.json"}, "voice.onnx",
@@ -50,6 +50,19 @@ def test_a_corrupt_model_file_names_its_key_and_file(default_config, tmp_path, k
     stage = getattr(build_stages(config), kind)
     with pytest.raises(ModelNotFoundError, match=message):
         run(stage.start())
+
+
+def test_a_corrupt_gguf_to_requantize_names_its_key_and_file(default_config, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "cache"))
+    path = garbage(tmp_path, "x.gguf")
+    config = default_config.replace(llm={"model": str(path), "requantize": "q8_0"},
+                                    pipeline={"warmup": False})
+    with pytest.raises(ModelNotFoundError, match=(
+            rf"llm\.model: {re.escape(str(path))} could not be converted to q8_0 by llama\.cpp "
+            r"\(llm\.requantize; code \d+\): is it a GGUF chat model\?")):
+        run(build_stages(config).llm.start())
+    assert not list((tmp_path / "cache").rglob("*.gguf*"))  # no half-written copy left behind
 
 
 def test_a_model_of_the_wrong_kind_for_the_vad(default_config):

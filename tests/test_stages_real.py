@@ -37,6 +37,38 @@ def test_llm_answers_a_question(llm):
     assert "paris" in reply.lower()
 
 
+def test_requantized_weights_predict_what_the_shipped_ones_do(tmp_path):
+    """llm.requantize: the Q8_0 copy is made once, and, teacher-forced through a
+    conversation, picks the same next token as the shipped Q4_1 weights almost
+    everywhere (it holds their 4-bit values almost exactly)."""
+    from llama_cpp import Llama
+
+    from stages.llm_llama_cpp import requantized, resolve_model
+
+    shipped = resolve_model("smollm2-135m-instruct")
+    copy = requantized(shipped, "q8_0", tmp_path)
+    made = copy.stat().st_mtime_ns
+    assert requantized(shipped, "q8_0", tmp_path) == copy
+    assert copy.stat().st_mtime_ns == made  # reused, not converted again
+    models = [Llama(model_path=str(p), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+              for p in (shipped, copy)]
+    assert models[0].metadata["general.file_type"] == "3"  # Q4_1
+    assert models[1].metadata["general.file_type"] == "7"  # Q8_0
+    text = ("<|im_start|>user\nWhat is the tallest mountain in the world, and how high is "
+            "it?<|im_end|>\n<|im_start|>assistant\nMount Everest is the tallest mountain in the "
+            "world. It rises about 8,849 meters above sea level, on the border of Nepal and "
+            "China.<|im_end|>\n")
+    tokens = models[0].tokenize(text.encode(), add_bos=False, special=True)
+    picks = []
+    for m in models:
+        m.reset()
+        m.eval(tokens)
+        picks.append(np.argmax(np.asarray(m.scores[:len(tokens)]), axis=1))
+    agree = float(np.mean(picks[0] == picks[1]))
+    print(f"Q8_0 and Q4_1 pick the same next token at {agree:.0%} of {len(tokens)} positions")
+    assert len(tokens) > 40 and agree >= 0.9
+
+
 def test_tts_round_trip_through_asr(tts, asr):
     text = "The weather is lovely today, so let us walk to the park and feed the ducks."
     [chunk] = run(collect(tts.process(aiter_of([Sentence(1, 0.0, text, 0)]))))
