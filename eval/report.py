@@ -79,11 +79,11 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "history shaping (pipeline.history_max_turns)": {"pipeline": {"history_max_turns": None}},
     "reply-quality settings, all (the system prompt of before too)":
         QUALITY_VARIANTS["all four off (as before)"],
-    # the budget: ASR 1 thread, LLM prefill 2 / token generation 1 (a core left for
-    # the TTS while the reply is still being written), TTS 2; off: 2 for every stage
-    "thread budget (off: 2 threads everywhere)": {"asr": {"cpu_threads": 2},
-                                                  "llm": {"n_threads": 2, "n_threads_batch": 2},
-                                                  "tts": {"threads": 2}},
+    # two threads for every stage (the default since 2026-11-30); off: the one-core
+    # budget of before, ASR 1 thread and token generation 1 (a core left for the TTS
+    # while the reply is still being written), prefill and TTS 2
+    "two threads per stage (off: ASR and token generation on one)":
+        {"asr": {"cpu_threads": 1}, "llm": {"n_threads": 1}},
 }
 
 

@@ -108,23 +108,30 @@ def test_prefilling_a_partial_message_leaves_the_verdict_unchanged_and_cuts_its_
     assert llm._threads[1] == default_config.llm.n_threads_batch  # the budget is restored
 
 
-def test_the_llm_generates_with_two_threads_until_its_first_chunk_goes_out(llm,
-                                                                          default_config):
-    cfg = default_config.llm
+def test_the_llm_generates_with_two_threads_until_its_first_chunk_goes_out(default_config):
+    from stages.llm_llama_cpp import LlamaCppLLM
+
+    # the one-core budget (llm.n_threads: 1) with first-chunk threads
+    cfg = default_config.replace(llm={"n_threads": 1}).llm
     assert cfg.first_chunk_threads == 2 and cfg.n_threads == 1
-    messages = (ChatMessage("system", cfg.system_prompt),
-                ChatMessage("user", "How many legs does a spider have?"))
-    seen = []
-    stream = llm._stream(messages)
-    for i, text in enumerate(stream):
-        seen.append((text, llm._threads[0]))
-        if i == 2:
-            llm.first_chunk_sent()
-        if i == 8:
-            break
-    stream.close()
-    assert [n for _, n in seen[:3]] == [2, 2, 2]
-    assert {n for _, n in seen[4:]} == {1}, seen  # from the token after the call on
+    llm = LlamaCppLLM(cfg)
+    asyncio.run(llm.start())
+    try:
+        messages = (ChatMessage("system", cfg.system_prompt),
+                    ChatMessage("user", "How many legs does a spider have?"))
+        seen = []
+        stream = llm._stream(messages)
+        for i, text in enumerate(stream):
+            seen.append((text, llm._threads[0]))
+            if i == 2:
+                llm.first_chunk_sent()
+            if i == 8:
+                break
+        stream.close()
+        assert [n for _, n in seen[:3]] == [2, 2, 2]
+        assert {n for _, n in seen[4:]} == {1}, seen  # from the token after the call on
+    finally:
+        asyncio.run(llm.aclose())
 
 
 def test_listen_ahead_prefills_during_a_long_utterance_in_file_mode(tmp_path, corpus,
