@@ -91,7 +91,9 @@ def naive_overrides(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     """The naive cascade: every switch off (wait for the full transcript, then the
     full reply, then synthesize all of it, then play)."""
     merged: dict[str, dict[str, Any]] = {}
-    for over in SWITCHES.values():
+    for name, over in SWITCHES.items():
+        if name.startswith("two threads"):  # a setting, not a technique: the naive
+            continue  # cascade keeps the profile's threads (2 per stage, as before)
         for section, values in applicable(config, over).items():
             merged.setdefault(section, {}).update(values)
     return merged

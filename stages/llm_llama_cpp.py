@@ -76,7 +76,12 @@ def requantized(path: Path, kind: str, cache_dir: Optional[Path] = None) -> Path
               / f"{path.stem}-{key.hexdigest()[:12]}.{kind}.gguf")
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ModelNotFoundError(f"llm.requantize: cannot write the {kind} copy of {path} to "
+                                 f"{target.parent} ({err}); set CASCADE_CACHE to a writable "
+                                 "folder, or llm.requantize: null") from None
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = REQUANTIZE[kind]
@@ -111,9 +116,10 @@ class LlamaCppConfig(GenerationSettings):
         "batch that prefills the whole reply prompt, the tokens opening the assistant's turn "
         "too: the reply then samples its first token at once (needs reuse_kv_cache).")
     first_chunk_threads: Optional[int] = Field(
-        2, ge=1, description="CPU threads for generating tokens until the reply's first chunk "
-        "goes to the TTS (nothing else computes then; a second thread makes each token ~1.5x "
-        "faster on two cores), then n_threads. null = n_threads all along.")
+        None, ge=1, description="CPU threads for generating tokens until the reply's first "
+        "chunk goes to the TTS (nothing else computes then; a second thread makes each token "
+        "~1.5x faster on two cores), then n_threads: for a profile with n_threads 1. null = "
+        "n_threads all along.")
     requantize: Optional[Literal["q8_0"]] = Field(
         None, description="Convert the model's weights to this llama.cpp type once, into "
         "Cascade's cache, and load that copy. q8_0, for the bundled Q4_1 SmolLM2: prefill "

@@ -112,7 +112,7 @@ def test_the_llm_generates_with_two_threads_until_its_first_chunk_goes_out(defau
     from stages.llm_llama_cpp import LlamaCppLLM
 
     # the one-core budget (llm.n_threads: 1) with first-chunk threads
-    cfg = default_config.replace(llm={"n_threads": 1}).llm
+    cfg = default_config.replace(llm={"n_threads": 1, "first_chunk_threads": 2}).llm
     assert cfg.first_chunk_threads == 2 and cfg.n_threads == 1
     llm = LlamaCppLLM(cfg)
     asyncio.run(llm.start())

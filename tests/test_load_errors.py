@@ -65,6 +65,18 @@ def test_a_corrupt_gguf_to_requantize_names_its_key_and_file(default_config, tmp
     assert not list((tmp_path / "cache").rglob("*.gguf*"))  # no half-written copy left behind
 
 
+def test_a_cache_that_cannot_be_written_names_the_key_and_the_way_out(tmp_path, monkeypatch):
+    from stages.llm_llama_cpp import requantized, resolve_model
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the cache would have to be made inside a file
+    monkeypatch.setenv("CASCADE_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelNotFoundError, match=r"llm\.requantize: cannot write the q8_0 copy "
+                       r"of .+ \(.+\); set CASCADE_CACHE to a writable folder, or "
+                       r"llm\.requantize: null"):
+        requantized(resolve_model("smollm2-135m-instruct"), "q8_0")
+
+
 def test_a_model_of_the_wrong_kind_for_the_vad(default_config):
     config = default_config.replace(vad={"model": str(piper_voice())})  # a valid ONNX, not Silero
     with pytest.raises(ModelNotFoundError, match=r"vad\.model: .*en_US-joe-medium\.onnx has the "
