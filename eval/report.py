@@ -46,6 +46,7 @@ from pipeline.config import CascadeConfig, load_config
 OUT = Path(__file__).resolve().parent / "out"
 
 # Every latency switch, and how to turn it off.
+THREADS_SWITCH = "two threads per stage (off: ASR and token generation on one)"
 SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "adaptive end of turn (off: fixed vad.min_silence_ms)": {"pipeline": {"endpointing": "fixed"}},
     "acoustic end of turn (Smart Turn)": {"pipeline": {"acoustic_eot": False}},
@@ -82,8 +83,7 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     # two threads for every stage (the default since 2026-11-30); off: the one-core
     # budget of before, ASR 1 thread and token generation 1 (a core left for the TTS
     # while the reply is still being written), prefill and TTS 2
-    "two threads per stage (off: ASR and token generation on one)":
-        {"asr": {"cpu_threads": 1}, "llm": {"n_threads": 1}},
+    THREADS_SWITCH: {"asr": {"cpu_threads": 1}, "llm": {"n_threads": 1}},
 }
 
 
@@ -92,7 +92,7 @@ def naive_overrides(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     full reply, then synthesize all of it, then play)."""
     merged: dict[str, dict[str, Any]] = {}
     for name, over in SWITCHES.items():
-        if name.startswith("two threads"):  # a setting, not a technique: the naive
+        if name == THREADS_SWITCH:  # a setting, not a technique: the naive
             continue  # cascade keeps the profile's threads (2 per stage, as before)
         for section, values in applicable(config, over).items():
             merged.setdefault(section, {}).update(values)
@@ -230,8 +230,8 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
            pauses: bool = True, pauses_items: Optional[int] = None,
            quality: bool = True) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
-    (the naive cascade is then left out, unless one is "naive"); ``llm_cpu``: the LLM gets this fraction of
-    one core; ``slow``: every thread gets this fraction of a core, an emulated slower
+    (the naive cascade is then left out, unless one is "naive"); ``llm_cpu``: the LLM
+    gets this fraction of one core; ``slow``: every thread gets this fraction of a core, an emulated slower
     CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
         return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,

@@ -95,8 +95,7 @@ def test_history_budget_and_reply_must_fit_in_the_context_window(tmp_path):
                                               "  truncate_prompt: false\n"))
     # a backend without a context window of its own (a server) is not checked
     server = BASE.replace("backend: llama_cpp", "backend: openai").replace(
-        "model: smollm2-135m-instruct", "model: any\n  base_url: http://127.0.0.1:8000/v1"
-    ).replace("requantize: q8_0", "")  # llama.cpp's own key
+        "model: smollm2-135m-instruct", "model: any\n  base_url: http://127.0.0.1:8000/v1")
     assert load_config(write(tmp_path, server + "pipeline:\n  history_token_budget: 100000\n"))
 
 
