@@ -2,15 +2,17 @@
 
     .venv/bin/python -m eval.bench_eot
 
-The semantic end-of-turn signal: the LLM's log-probability that the user's message
-ends right there (the chat template's end-of-turn token after the user's text), on
-real ASR output. Each corpus clip (up to 12 s) is transcribed whole, and cut at a
-word boundary near its middle (Whisper's word timestamps) and transcribed again,
-as a speculative turn at an inner pause would be. For thresholds on the log-
-probability it reports the share of whole utterances judged complete (a short
-endpoint: good) and of cut ones judged complete (a premature endpoint: bad), with
-and without a text rule (a transcript ending in "..." or "-" is unfinished), and the
-CPU time of one estimate (it prefills what the reply needs anyway).
+The semantic end-of-turn signal on real ASR output, in its two forms: the LLM's
+log-probability that a sentence ends right there, on the text without its final
+punctuation (``pipeline.eot_sentence_end``, the default), and that of the chat
+template's end-of-turn token after the punctuated text. Each corpus clip (up to
+12 s) is transcribed whole, and cut at a word boundary near its middle (Whisper's
+word timestamps) and transcribed again, as a speculative turn at an inner pause
+would be. For thresholds on the log-probability it reports the share of whole
+utterances judged complete (a short endpoint: good) and of cut ones judged complete
+(a premature endpoint: bad), a transcript ending in "..." or "-" being unfinished
+whatever the LLM says, and the CPU time of one estimate (it prefills what the reply
+needs anyway). Smart Turn's shares are reported too.
 
 Writes eval/out/eot.json.
 """
@@ -30,7 +32,7 @@ from pipeline.conversation import Conversation
 from pipeline.events import ChatMessage
 
 OUT = Path(__file__).resolve().parent / "out"
-THRESHOLDS = (-1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -6.0)
+THRESHOLDS = (-0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -4.0)
 ACOUSTIC_THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 
@@ -46,10 +48,8 @@ def main() -> None:
     asyncio.run(llm.start())
     whisper = WhisperModel(str(resolve_model(config.asr.model)), device="cpu",
                            compute_type="int8", cpu_threads=2)
-    # what the pipeline's prompts start with (system prompt and primer), and the system
-    # prompt alone, to see what the primer does to the signal
+    # what the pipeline's prompts start with (system prompt and primer)
     head = Conversation(llm, None).system(None)
-    bare = head[:1]
     smart_turn = SmartTurn()
     smart_turn.load()
     rows, cpu_ms = [], []
@@ -67,35 +67,37 @@ def main() -> None:
         cut_segments, _ = whisper.transcribe(audio[:int((cut_at + 0.05) * 16000)],
                                              language="en", beam_size=1)
         cut = "".join(s.text for s in cut_segments).strip()
-        scores, no_primer = [], []
+        sentence, token = [], []
         for text in (whole, cut):
+            messages = (*head, ChatMessage("user", text))
             t0 = time.process_time()
-            scores.append(llm.end_of_turn_logprob((*head, ChatMessage("user", text))))
+            sentence.append(llm.end_of_turn_logprob(messages, sentence_end=True))
             cpu_ms.append((time.process_time() - t0) * 1000)
-            no_primer.append(llm.end_of_turn_logprob((*bare, ChatMessage("user", text))))
+            token.append(llm.end_of_turn_logprob(messages))
         # the acoustic signal on the audio a pause would give: up to the last word + 96 ms
         heard = [audio[:int((words[-1].end + 0.096) * 16000)],
                  audio[:int((cut_at + 0.096) * 16000)]]
         acoustic = [smart_turn.probability(a) for a in heard]
-        rows.append({"clip": clip.id, "whole": whole, "whole_logprob": scores[0], "cut": cut,
-                     "cut_logprob": scores[1], "whole_logprob_no_primer": no_primer[0],
-                     "cut_logprob_no_primer": no_primer[1], "whole_smart_turn": acoustic[0],
-                     "cut_smart_turn": acoustic[1]})
-        print(f"{clip.id:40s} whole {scores[0]:6.2f} {acoustic[0]:.2f}  cut {scores[1]:6.2f} "
-              f"{acoustic[1]:.2f} {cut[-40:]!r}")
-    table = []
-    for th in THRESHOLDS:
-        whole_ok = sum(r["whole_logprob"] >= th and not unfinished_text(r["whole"]) for r in rows)
-        cut_ok = sum(r["cut_logprob"] >= th for r in rows)
-        cut_ok_rule = sum(r["cut_logprob"] >= th and not unfinished_text(r["cut"]) for r in rows)
-        table.append({"threshold": th, "whole_judged_complete": whole_ok / len(rows),
-                      "cut_judged_complete": cut_ok / len(rows),
-                      "cut_judged_complete_with_text_rule": cut_ok_rule / len(rows),
-                      "no_primer_whole_judged_complete": sum(
-                          r["whole_logprob_no_primer"] >= th and not unfinished_text(r["whole"])
-                          for r in rows) / len(rows),
-                      "no_primer_cut_judged_complete": sum(
-                          r["cut_logprob_no_primer"] >= th for r in rows) / len(rows)})
+        rows.append({"clip": clip.id, "whole": whole, "cut": cut,
+                     "whole_logprob": sentence[0], "cut_logprob": sentence[1],
+                     "whole_token_logprob": token[0], "cut_token_logprob": token[1],
+                     "whole_smart_turn": acoustic[0], "cut_smart_turn": acoustic[1]})
+        print(f"{clip.id:40s} whole {sentence[0]:6.2f} ({token[0]:6.2f}) {acoustic[0]:.2f}  "
+              f"cut {sentence[1]:6.2f} ({token[1]:6.2f}) {acoustic[1]:.2f} {cut[-40:]!r}")
+
+    def share(key, th, with_rule=True):
+        text = key.split("_")[0]
+        return sum(r[key] >= th and not (with_rule and unfinished_text(r[text]))
+                   for r in rows) / len(rows)
+
+    table = [{"threshold": th,
+              "whole_judged_complete": share("whole_logprob", th),
+              "cut_judged_complete": share("cut_logprob", th),
+              "token_whole_judged_complete": share("whole_token_logprob", th),
+              "token_cut_judged_complete": share("cut_token_logprob", th),
+              "token_cut_judged_complete_without_text_rule":
+                  share("cut_token_logprob", th, with_rule=False)}
+             for th in THRESHOLDS]
     acoustic_table = []
     for th in ACOUSTIC_THRESHOLDS:
         acoustic_table.append({
@@ -106,14 +108,14 @@ def main() -> None:
               "smart_turn_table": acoustic_table,
               "smart_turn_cpu_ms": percentiles(smart_turn.cpu_ms), "rows": rows}
     print(f"\n{len(rows)} clips; CPU per estimate p50 {result['cpu_ms_per_estimate']['p50']:.0f} ms")
-    print("| log P threshold | whole judged complete | cut judged complete | with the text rule "
-          "| without the primer: whole | cut |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("(judged complete: at or above the threshold, and not trailing off by the text rule)")
+    print("| log P threshold | sentence end (default): whole | cut | end-of-turn token "
+          "after the punctuated text: whole | cut |")
+    print("|---:|---:|---:|---:|---:|")
     for r in table:
         print(f"| {r['threshold']:g} | {r['whole_judged_complete']:.0%} | "
-              f"{r['cut_judged_complete']:.0%} | {r['cut_judged_complete_with_text_rule']:.0%} | "
-              f"{r['no_primer_whole_judged_complete']:.0%} | "
-              f"{r['no_primer_cut_judged_complete']:.0%} |")
+              f"{r['cut_judged_complete']:.0%} | {r['token_whole_judged_complete']:.0%} | "
+              f"{r['token_cut_judged_complete']:.0%} |")
     print("\n| Smart Turn threshold | whole judged complete | cut judged complete |")
     print("|---:|---:|---:|")
     for r in acoustic_table:

@@ -51,6 +51,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "adaptive end of turn (off: fixed vad.min_silence_ms)": {"pipeline": {"endpointing": "fixed"}},
     "acoustic end of turn (Smart Turn)": {"pipeline": {"acoustic_eot": False}},
     "semantic end of turn (LLM end-of-turn probability)": {"pipeline": {"semantic_eot": False}},
+    "sentence end read without Whisper's final period (off: end-of-turn token after it)":
+        {"pipeline": {"eot_sentence_end": False, "eot_complete_logprob": -2.5}},
     "speculative end of turn": {"pipeline": {"speculative": False}},
     # off by default (see pipeline.listen_ahead, vad.relative_drop): a profile that turns
     # them on gets their rows

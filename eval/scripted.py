@@ -110,7 +110,7 @@ def match_turns(user_turns: list[UserTurn], records: list[dict[str, Any]],
         # a reply that played (a reopened turn's reply was cut when the user went on, and a
         # backchannel's record is not an answer)
         answered = [r for r in mine if r.get("playback_start") is not None
-                    and r.get("status") not in ("reopened", "backchannel")]
+                    and r.get("status") not in ("reopened", "backchannel", "echo")]
         final = [r for r in answered if r["user_speech_end"] >= ut.speech_end - 0.5]
         premature += len([r for r in mine if r["user_speech_end"] < ut.speech_end - 0.5])
         if not final:

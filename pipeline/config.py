@@ -118,13 +118,24 @@ class PipelineSettings(Strict):
     semantic_eot: bool = Field(
         True, description="adaptive: use the LLM's probability that the user's message ends "
         "there (llama_cpp backend only; computed on the prompt the reply prefills anyway).")
+    eot_sentence_end: bool = Field(
+        True, description="adaptive: read the transcript without its final punctuation "
+        "(Whisper ends fragments with a period too) and take the probability of a sentence "
+        "end there (\".\", \"?\", \"!\" or the end-of-turn token); off: the end-of-turn "
+        "token's alone, after the punctuated text.")
     eot_complete_logprob: float = Field(
-        -2.5, le=0, description="Log-probability of the chat template's end-of-turn token at "
-        "or above which the transcript reads complete.")
+        -2.5, le=0, description="Log-probability of the end of the user's message (see "
+        "eot_sentence_end) at or above which the transcript reads complete.")
     resume_false_interruptions: bool = Field(
         True, description="When the user's speech stops the reply but the ASR finds no words, "
         "or only a backchannel (see backchannels), the reply resumes from the start of the "
         "chunk that was cut instead of being lost; with words, it ends as interrupted.")
+    ignore_own_words: bool = Field(
+        True, description="When the speech that stopped the reply has words, but they are "
+        "the reply's own (two or more, in order, from what the speaker was playing then), "
+        "it was the assistant's echo that got past the echo canceller: the turn is logged "
+        "as echo, not added to the history, and the reply resumes (with "
+        "resume_false_interruptions).")
     backchannels: list[str] = Field(
         default_factory=lambda: ["mm", "mhm", "mmhmm", "mm-hmm", "hmm", "uh-huh", "uh huh",
                                  "uh", "um", "ah", "oh", "yeah", "yep", "right", "okay", "ok",

@@ -4,8 +4,11 @@ At each pause the speculative turn asks :class:`EndOfTurn` for a verdict. Two
 signals vote that the user is done:
 - acoustic: Smart Turn v3.2 on the audio so far (:mod:`stages.eot_smart_turn`),
   started with the ASR, on its own thread;
-- semantic: the LLM's log-probability of its chat template's end-of-turn token
-  right after the transcript (the tokens the reply prefills anyway).
+- semantic: the LLM's log-probability that the user's sentence ends right after the
+  transcript, read without its final punctuation (Whisper ends fragments with a
+  period too): its chat template's end-of-turn token or a ".", "?" or "!" next
+  (with ``eot_sentence_end`` off: the end-of-turn token after the punctuated text).
+  The tokens are the reply's prompt, which is prefilled anyway.
 A transcript that trails off ("and we...", "four of f-", a final comma) is never
 complete. Two votes: ``complete_silence_ms``; one: ``unsure_silence_ms``; none:
 ``max_silence_ms`` (where the VAD closes the utterance). With one signal enabled,
@@ -29,6 +32,14 @@ from .worker import Worker
 def unfinished_text(text: str) -> bool:
     """Whisper marks speech that trails off: "He was not an ill...", "four of f-"."""
     return text.rstrip().endswith(("...", "…", "-", ",", ":"))
+
+
+def without_final_punctuation(text: str) -> str:
+    """"Go forward." -> "Go forward" (also "?" and "!"); "four of..." is kept."""
+    bare = text.rstrip()
+    if bare.endswith(("...", "…")):
+        return bare
+    return bare.rstrip(".?!").rstrip()
 
 
 @dataclass(frozen=True)
@@ -87,9 +98,9 @@ class EndOfTurn:
             p = await acoustic if acoustic is not None else None
             return Verdict(pc.max_silence_ms / 1000, p, None, "trails off")
         # the LLM reads its probability while Smart Turn, started with the ASR, ends
-        semantic = (asyncio.ensure_future(self.llm.worker.call(self.llm.end_of_turn_logprob,
-                                                               messages))
-                    if self.semantic else None)
+        semantic = (asyncio.ensure_future(self.llm.worker.call(
+            self.llm.end_of_turn_logprob, messages, sentence_end=pc.eot_sentence_end))
+            if self.semantic else None)
         try:
             p = await acoustic if acoustic is not None else None
             waited = clock.now() - t0

@@ -16,7 +16,9 @@ Audio frames go through the VAD, whose events drive one turn at a time:
   what was. With ``pipeline.resume_false_interruptions`` a reply that had started
   playing is only held: if the new utterance has no words, or only a backchannel
   ("mm-hmm"), the reply resumes from the chunk it was cut in; with words, it is
-  recorded as interrupted before the new turn's prompt is built.
+  recorded as interrupted before the new turn's prompt is built. With
+  ``pipeline.ignore_own_words``, words that are the reply's own (what the speaker was
+  playing then: its echo got past the echo canceller) do not take the turn either.
 
 A turn (:mod:`pipeline.turn`) runs ASR, then the reply chain (:mod:`pipeline.reply`)
 into the sink, and is recorded once its reply has played out, or when it is cut.
@@ -34,6 +36,7 @@ from contextlib import aclosing
 from typing import AsyncIterator, Optional
 
 from . import clock
+from .audio import PIPELINE_RATE
 from .config import CascadeConfig
 from .console import Console
 from .conversation import Conversation
@@ -47,6 +50,8 @@ from .session_log import SessionLog
 from .sinks import AudioSink
 from .stages import Stages
 from .turn import Turn
+
+OWN_WORDS_SLACK_S = 1.0
 
 
 class Orchestrator:
@@ -338,6 +343,19 @@ class Orchestrator:
             return None
         return text if held.turn_id != turn.turn_id else _beyond(held.user_text, text)
 
+    def _own_words(self, turn: Turn, said: str) -> bool:
+        """Are the words said over the held reply its own (its echo), not the user's?
+        They must match, in order, the chunks the speaker was playing while the
+        utterance was spoken (from ``OWN_WORDS_SLACK_S`` before it: the echo path and
+        the VAD's padding)."""
+        held = self._held
+        if held is None or not self.config.pipeline.ignore_own_words:
+            return False
+        end = turn.ended.speech_end
+        start = end - len(turn.ended.audio) / PIPELINE_RATE - OWN_WORDS_SLACK_S
+        playing = " ".join(q.text for q in held.queued if q.start < end and q.end > start)
+        return _echoes(said, playing)
+
     async def _drop_held(self) -> None:
         """The user said something: the held reply ends, interrupted (or, if the user
         went on with the utterance it answered, reopened: logged, not in the history)."""
@@ -426,7 +444,9 @@ class Orchestrator:
             transcript = await self._recognize(turn)
             tl.mark("asr_final", transcript.t)
             said = self._over_held(turn, transcript.text)
-            if said is not None and _takes_turn(said, self._backchannels):
+            if said is not None and self._own_words(turn, said):
+                turn.echo = True  # the assistant heard itself: not the user's words
+            elif said is not None and _takes_turn(said, self._backchannels):
                 await self._drop_held()  # recorded before this turn's prompt is built
                 said = None
             if said is None and transcript.text:
@@ -442,7 +462,7 @@ class Orchestrator:
             if acoustic is not None:
                 acoustic.cancel()  # awaited by the verdict, or no longer needed
         if said is not None:  # a false interruption: resume once this utterance is over
-            turn.finish("backchannel" if said else "no_speech")
+            turn.finish("echo" if turn.echo else "backchannel" if said else "no_speech")
             if deciding:
                 self._schedule_commit(turn, turn.ended.speech_end
                                       + self.config.pipeline.complete_silence_ms / 1000)
@@ -490,7 +510,7 @@ class Orchestrator:
     def _record(self, turn: Turn, cut: bool = False, prefill: bool = True) -> None:
         """The turn is over: its one status, the history, the log lines."""
         turn.settle(cut)
-        if turn.status not in ("reopened", "backchannel"):
+        if turn.status not in ("reopened", "backchannel", "echo"):
             self.conversation.record(turn.user_text, turn.reply_text, turn.language,
                                      interrupted=turn.status != "answered")
         timeline = turn.timeline.record(status=turn.status, speculative=turn.speculative,
@@ -521,6 +541,23 @@ def _plain(text: str) -> str:
 def _takes_turn(said: str, backchannels: set[str]) -> bool:
     """Words that are more than a listener's backchannel."""
     return bool(said) and _plain(said) not in backchannels
+
+
+def _echoes(said: str, played: str, min_words: int = 2, share: float = 0.6) -> bool:
+    """Whether ``said`` is a rendering of ``played``: at least ``min_words`` of its
+    words, and ``share`` of them, appear in ``played`` in the same order (the longest
+    common subsequence of words; the ASR of an echo drops and mangles some)."""
+    s, p = _plain(said).split(), _plain(played).split()
+    if len(s) < min_words or not p:
+        return False
+    row = [0] * (len(p) + 1)  # LCS lengths of the words of ``said`` so far and p[:j]
+    for w in s:
+        diagonal = 0
+        for j, q in enumerate(p, 1):
+            above = row[j]
+            row[j] = diagonal + 1 if w == q else max(above, row[j - 1])
+            diagonal = above
+    return row[-1] >= min_words and row[-1] >= share * len(s)
 
 
 def _beyond(before: str, after: str) -> str:

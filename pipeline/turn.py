@@ -17,7 +17,7 @@ from .sinks import PlayedText
 from .timeline import TurnTimeline
 
 Status = Literal["pending", "answered", "interrupted", "no_speech", "error", "reopened",
-                 "backchannel"]
+                 "backchannel", "echo"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Turn:
     reply_at: Optional[float] = None  # deferred: its reply starts once the silence reaches it
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set: the reply may start
     reply_started: Optional[float] = None  # when its LLM request went out
+    echo: bool = False  # its words were the held reply's own (pipeline.ignore_own_words)
 
     def __post_init__(self) -> None:
         self.timeline = TurnTimeline(self.turn_id)

@@ -9,6 +9,7 @@ only the new turn is prefilled.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import Field, field_validator
 
 from pipeline import clock
 from pipeline.errors import MissingDependencyError, ModelNotFoundError
+from pipeline.endpoint import without_final_punctuation
 from pipeline.events import ChatMessage, LLMRequest, TextDelta
 from pipeline.models import assemble_parts, bundled_file, bundled_or_path, looks_like_path, \
     model_cache
@@ -154,6 +156,7 @@ class LlamaCppLLM(LLMStage):
         self._format = None
         self._threads: Optional[tuple[int, int]] = None  # llama.cpp's (token, batch) threads
         self._first_chunk_out = False  # set from the event loop, read between tokens
+        self._sentence_ends: Optional[list[int]] = None  # see _sentence_end_tokens
 
     def _load(self) -> None:
         try:
@@ -303,22 +306,31 @@ class LlamaCppLLM(LLMStage):
         llm._requires_eval = False  # the logits after the last token are live
         return position - common
 
-    def end_of_turn_logprob(self, messages: Sequence[ChatMessage]) -> float:
+    def end_of_turn_logprob(self, messages: Sequence[ChatMessage],
+                            sentence_end: bool = False) -> float:
         """Blocking: the natural log of the probability that the user's message (the
         last of ``messages``) ends here, read as the chat template's own end-of-turn
-        token right after the user's text. The tokens it evaluates are the reply
-        prompt's own: with ``eot_prefills_reply`` the same batch goes on through the
-        tokens that open the assistant's turn, so the reply samples its first token at
-        once; without, the reply then prefills only those few tokens."""
+        token right after the user's text. With ``sentence_end``, the text is read
+        without its final punctuation (Whisper ends a fragment with a period too) and
+        the probability is that of a sentence end there: the end-of-turn token or
+        any token that starts with ".", "?" or "!".
+
+        The tokens it evaluates are the reply prompt's own: with
+        ``eot_prefills_reply`` the same batch goes on through the tokens that open the
+        assistant's turn, so the reply samples its first token at once; without, the
+        reply then prefills only those few tokens."""
         import numpy as np
         from llama_cpp import llama_get_logits_ith
 
-        tokens, end = self._user_text_tokens(messages)
+        *before, last = messages
+        bare = without_final_punctuation(last.content) if sentence_end else last.content
+        tokens, end = self._user_text_tokens((*before, dataclasses.replace(last, content=bare)))
+        ends = [end, *self._sentence_end_tokens()] if sentence_end else [end]
         at = None
         if self.config.eot_prefills_reply and self.config.reuse_kv_cache:
             reply = self.tokens(messages)
             n = len(tokens)
-            if reply[:n] == tokens and len(reply) > n and reply[n] == end:
+            if reply[:n] == tokens and len(reply) > n:
                 at = self._evaluate_with_logits_at(reply, n - 1)
         if at is None:
             self._evaluate(tokens, last_logits=True)
@@ -326,7 +338,21 @@ class LlamaCppLLM(LLMStage):
         logits = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, at),
                                        shape=(self._llm.n_vocab(),)).astype(np.float64)
         top = logits.max()
-        return float(logits[end] - top - np.log(np.exp(logits - top).sum()))
+        log_total = top + np.log(np.exp(logits - top).sum())
+        picked = logits[ends]
+        return float(picked.max() + np.log(np.exp(picked - picked.max()).sum()) - log_total)
+
+    def _sentence_end_tokens(self) -> list[int]:
+        """The vocabulary's tokens that start with ".", "?" or "!" (after any space),
+        "..." (trailing off) excepted; found once."""
+        if self._sentence_ends is None:
+            found = []
+            for token in range(self._llm.n_vocab()):
+                text = self._llm.detokenize([token]).decode("utf-8", "ignore").lstrip()
+                if text[:1] in (".", "?", "!") and not text.startswith(".."):
+                    found.append(token)
+            self._sentence_ends = found
+        return self._sentence_ends
 
     def _stream(self, messages: Sequence[ChatMessage]):
         from llama_cpp import LogitsProcessorList
@@ -381,6 +407,7 @@ class LlamaCppLLM(LLMStage):
         return guard if guard.active else None
 
     async def warmup(self) -> None:
+        await self.worker.call(self._sentence_end_tokens)  # 0.2 s: not in the first turn
         msgs = (ChatMessage("system", self.config.system_prompt), ChatMessage("user", "Hello."))
         async for _ in self.worker.iterate(lambda: self._stream(msgs)):
             break

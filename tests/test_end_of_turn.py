@@ -78,7 +78,7 @@ def test_the_llm_reads_its_probability_while_smart_turn_is_still_running(default
     class LLM:
         worker = Worker("llm-test")
 
-        def end_of_turn_logprob(self, messages):
+        def end_of_turn_logprob(self, messages, sentence_end=False):
             llm_started.set()
             return -0.1
 

@@ -459,6 +459,43 @@ def test_a_backchannel_resumes_the_reply_and_stays_out_of_the_history(default_co
     assert len(stages.llm.requests) == 1  # no reply to the backchannel
 
 
+@pytest.mark.parametrize("ignore", [True, False])
+def test_the_replys_own_words_heard_back_resume_it(default_config, ignore):
+    # the echo canceller let the assistant's voice through: at 3.5-3.8 s the speaker
+    # plays "I can help with that." and the ASR hears part of it
+    asr = FakeASR(texts={2: "can help with"})
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 3.8)], 12.0, asr=asr,
+                                      ignore_own_words=ignore)
+    statuses = [t["status"] for t in log.transcript]
+    if not ignore:
+        assert statuses == ["interrupted", "answered"]
+        return
+    assert statuses == ["echo", "answered"]
+    assert log.transcript[0]["user"] == "can help with"  # kept in the log
+    assert log.transcript[1]["assistant"].endswith("Here is a third sentence.")
+    assert orch.stats["resumed"] == 1 and len(stages.llm.requests) == 1
+    assert [m.content for m in orch.history if m.role == "user"] == ["hello 1"]
+
+
+def test_words_of_a_chunk_not_playing_then_are_the_users(default_config):
+    # "a third sentence" is the reply's, but it had not played when the user said it
+    asr = FakeASR(texts={2: "a third sentence"})
+    orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 3.8)], 12.0, asr=asr)
+    assert [t["status"] for t in log.transcript] == ["interrupted", "answered"]
+
+
+@pytest.mark.parametrize("said, played, echo", [
+    ("the arrangement will avoid", "The arrangement will avoid any conflicts. Once", True),
+    ("a time there was", "Once upon a time, there was a knight.", True),
+    ("Theering", "The arrangement will avoid", False),  # one mangled word: not enough
+    ("pasta please", "Do you want pizza or pasta?", False),  # one shared word: the user's
+    ("go forward ten meters", "Once upon a time there was a knight.", False),
+])
+def test_echoes_needs_two_words_in_order_and_most_of_them(said, played, echo):
+    from pipeline.orchestrator import _echoes
+    assert _echoes(said, played) is echo
+
+
 def test_words_after_a_held_reply_end_it_as_interrupted_before_the_next_prompt(default_config):
     orch, stages, sink, log = session(default_config, [(1.0, 2.0), (3.5, 4.0)], 12.0)
     assert [t["status"] for t in log.transcript] == ["interrupted", "answered"]

@@ -104,6 +104,33 @@ def test_vad_finds_each_utterance(default_config, corpus):
     assert all(e.t > e.speech_end for e in ends)
 
 
+def test_the_sentence_end_signal_ignores_whispers_final_period(llm):
+    """Whisper ends a fragment with a period too ("The arrangement will avoid."): after
+    it the end-of-turn token is likely, so the punctuated text cannot tell the cut
+    from the whole. Read without the final period, the probability that a sentence
+    ends there can; the reply's prompt (with the period) is still what was evaluated."""
+    from pipeline.events import ChatMessage
+    system = ChatMessage("system", llm.config.system_prompt)
+
+    def both(text):
+        messages = (system, ChatMessage("user", text))
+        return (llm.end_of_turn_logprob(messages),
+                llm.end_of_turn_logprob(messages, sentence_end=True))
+
+    whole_token, whole_sentence = both("The arrangement will avoid any conflicts of interest.")
+    cut_token, cut_sentence = both("The arrangement will avoid.")
+    print(f"end token: whole {whole_token:.2f} cut {cut_token:.2f}; "
+          f"sentence end: whole {whole_sentence:.2f} cut {cut_sentence:.2f}")
+    assert cut_token > -3.0  # the period fools the end-of-turn token alone
+    assert whole_sentence > -2.0 > -5.0 > cut_sentence
+    question = llm.end_of_turn_logprob((system, ChatMessage("user", "What is the capital of "
+                                                                   "France?")), sentence_end=True)
+    assert question > -2.0, question
+    held = list(llm._llm.input_ids[:llm._llm.n_tokens])
+    reply_prompt = llm.tokens((system, ChatMessage("user", "What is the capital of France?")))
+    assert reply_prompt[:len(held)] == held and len(reply_prompt) - len(held) <= 6
+
+
 def test_end_of_turn_probability_tells_a_finished_sentence_from_a_cut_one(llm):
     """The semantic end-of-turn signal on the real LLM: the chat template's end-of-turn
     token is far likelier after a whole sentence than after the same one cut mid-clause,
