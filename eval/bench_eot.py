@@ -4,7 +4,8 @@
 
 The semantic end-of-turn signal on real ASR output, in its two forms: the LLM's
 log-probability that a sentence ends right there, on the text without its final
-punctuation (``pipeline.eot_sentence_end``, the default), and that of the chat
+punctuation (``pipeline.eot_sentence_end``, the default, for transcripts of
+``eot_sentence_min_words`` words or more, as the pipeline does), and that of the chat
 template's end-of-turn token after the punctuated text. Each corpus clip (up to
 12 s) is transcribed whole, and cut at a word boundary near its middle (Whisper's
 word timestamps) and transcribed again, as a speculative turn at an inner pause
@@ -71,7 +72,9 @@ def main() -> None:
         for text in (whole, cut):
             messages = (*head, ChatMessage("user", text))
             t0 = time.process_time()
-            sentence.append(llm.end_of_turn_logprob(messages, sentence_end=True))
+            # as the pipeline reads it: short answers by the end-of-turn token
+            as_sentence = len(text.split()) >= config.pipeline.eot_sentence_min_words
+            sentence.append(llm.end_of_turn_logprob(messages, sentence_end=as_sentence))
             cpu_ms.append((time.process_time() - t0) * 1000)
             token.append(llm.end_of_turn_logprob(messages))
         # the acoustic signal on the audio a pause would give: up to the last word + 96 ms

@@ -123,6 +123,11 @@ class PipelineSettings(Strict):
         "(Whisper ends fragments with a period too) and take the probability of a sentence "
         "end there (\".\", \"?\", \"!\" or the end-of-turn token); off: the end-of-turn "
         "token's alone, after the punctuated text.")
+    eot_sentence_min_words: int = Field(
+        4, ge=1, description="eot_sentence_end applies to transcripts of at least this many "
+        "words. Shorter answers (\"No.\", \"Five.\", \"Ten of clubs.\") are elliptical, not "
+        "sentences: the LLM expects them to go on (\"No, thanks\"), so they are read by the "
+        "end-of-turn token after the punctuated text.")
     eot_complete_logprob: float = Field(
         -2.5, le=0, description="Log-probability of the end of the user's message (see "
         "eot_sentence_end) at or above which the transcript reads complete.")

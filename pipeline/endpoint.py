@@ -7,7 +7,9 @@ signals vote that the user is done:
 - semantic: the LLM's log-probability that the user's sentence ends right after the
   transcript, read without its final punctuation (Whisper ends fragments with a
   period too): its chat template's end-of-turn token or a ".", "?" or "!" next
-  (with ``eot_sentence_end`` off: the end-of-turn token after the punctuated text).
+  (with ``eot_sentence_end`` off, or for answers shorter than
+  ``eot_sentence_min_words``, "No.", "Ten of clubs.": the end-of-turn token after the
+  punctuated text).
   The tokens are the reply's prompt, which is prefilled anyway.
 A transcript that trails off ("and we...", "four of f-", a final comma) is never
 complete. Two votes: ``complete_silence_ms``; one: ``unsure_silence_ms``; none:
@@ -98,8 +100,9 @@ class EndOfTurn:
             p = await acoustic if acoustic is not None else None
             return Verdict(pc.max_silence_ms / 1000, p, None, "trails off")
         # the LLM reads its probability while Smart Turn, started with the ASR, ends
+        sentence_end = pc.eot_sentence_end and len(text.split()) >= pc.eot_sentence_min_words
         semantic = (asyncio.ensure_future(self.llm.worker.call(
-            self.llm.end_of_turn_logprob, messages, sentence_end=pc.eot_sentence_end))
+            self.llm.end_of_turn_logprob, messages, sentence_end=sentence_end))
             if self.semantic else None)
         try:
             p = await acoustic if acoustic is not None else None

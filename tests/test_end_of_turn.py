@@ -105,6 +105,35 @@ def test_the_llm_reads_its_probability_while_smart_turn_is_still_running(default
     assert v.acoustic_wait_s >= 0.05  # the verdict did wait for Smart Turn
 
 
+def test_short_answers_are_read_by_the_end_token_longer_ones_as_sentences(default_config):
+    """eot_sentence_end reads a transcript as a sentence from eot_sentence_min_words
+    words on; "No." or "Ten of clubs." is an elliptical answer, not a sentence."""
+    from pipeline.worker import Worker
+
+    readings = {}
+
+    class LLM:
+        worker = Worker("llm-test")
+
+        def end_of_turn_logprob(self, messages, sentence_end=False):
+            readings[messages] = sentence_end
+            return -0.1
+
+    async def main():
+        pc = default_config.pipeline.model_copy(update={"acoustic_eot": False})
+        eot = EndOfTurn(pc, LLM(), fixed_s=0.288)
+        for text in ("No.", "Ten of clubs.", "The arrangement will avoid."):
+            await eot.verdict(text, text, None)
+
+    try:
+        asyncio.run(main())
+    finally:
+        LLM.worker.shutdown()
+    assert default_config.pipeline.eot_sentence_min_words == 4
+    assert readings == {"No.": False, "Ten of clubs.": False,
+                        "The arrangement will avoid.": True}
+
+
 class ScriptedEndOfTurn:
     """Verdicts with a scripted silence and delay (no model)."""
     signals = ["scripted"]
