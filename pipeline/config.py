@@ -137,8 +137,8 @@ class PipelineSettings(Strict):
         "chunk that was cut instead of being lost; with words, it ends as interrupted.")
     ignore_own_words: bool = Field(
         True, description="When the speech that stopped the reply has words, but they are "
-        "the reply's own (two or more, in order, from what the speaker was playing then), "
-        "it was the assistant's echo that got past the echo canceller: the turn is logged "
+        "the reply's own (two or more, and half of them, in order, from what the speaker was "
+        "playing then), it was the assistant's echo that got past the echo canceller: the turn is logged "
         "as echo, not added to the history, and the reply resumes (with "
         "resume_false_interruptions).")
     backchannels: list[str] = Field(

@@ -543,10 +543,11 @@ def _takes_turn(said: str, backchannels: set[str]) -> bool:
     return bool(said) and _plain(said) not in backchannels
 
 
-def _echoes(said: str, played: str, min_words: int = 2, share: float = 0.6) -> bool:
+def _echoes(said: str, played: str, min_words: int = 2, share: float = 0.5) -> bool:
     """Whether ``said`` is a rendering of ``played``: at least ``min_words`` of its
     words, and ``share`` of them, appear in ``played`` in the same order (the longest
-    common subsequence of words; the ASR of an echo drops and mangles some)."""
+    common subsequence of words; the ASR of an echo drops and mangles some: "in terms of
+    information" was heard for "of interest ... sensitive information")."""
     s, p = _plain(said).split(), _plain(played).split()
     if len(s) < min_words or not p:
         return False

@@ -487,6 +487,8 @@ def test_words_of_a_chunk_not_playing_then_are_the_users(default_config):
 @pytest.mark.parametrize("said, played, echo", [
     ("the arrangement will avoid", "The arrangement will avoid any conflicts. Once", True),
     ("a time there was", "Once upon a time, there was a knight.", True),
+    ("in terms of information", "of how we can avoid conflicts of interest when dealing "
+     "with sensitive information.", True),  # heard in a live test: half of its words
     ("Theering", "The arrangement will avoid", False),  # one mangled word: not enough
     ("pasta please", "Do you want pizza or pasta?", False),  # one shared word: the user's
     ("go forward ten meters", "Once upon a time there was a knight.", False),
