@@ -233,8 +233,8 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
            quality: bool = True) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
     (the naive cascade is then left out, unless one is "naive"); ``llm_cpu``: the LLM
-    gets this fraction of one core; ``slow``: every thread gets this fraction of a core, an emulated slower
-    CPU (see :mod:`eval.cpu_quota`)."""
+    gets this fraction of one core; ``slow``: every thread gets this fraction of a core,
+    an emulated slower CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
         return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,
                        switches, slow, pauses, pauses_items, quality)

@@ -22,6 +22,7 @@ from pipeline.console import Console
 from pipeline.events import AudioFrame
 from pipeline.session import Session
 from pipeline.sinks import FileSink
+from pipeline.turn import NOT_TAKEN
 
 
 @dataclass
@@ -108,9 +109,9 @@ def match_turns(user_turns: list[UserTurn], records: list[dict[str, Any]],
         mine = [r for r in records if r.get("user_speech_end") is not None
                 and ut.offset <= r["user_speech_end"] < nxt]
         # a reply that played (a reopened turn's reply was cut when the user went on, and a
-        # backchannel's record is not an answer)
+        # backchannel's or an echo's record is not an answer)
         answered = [r for r in mine if r.get("playback_start") is not None
-                    and r.get("status") not in ("reopened", "backchannel", "echo")]
+                    and r.get("status") not in NOT_TAKEN]
         final = [r for r in answered if r["user_speech_end"] >= ut.speech_end - 0.5]
         premature += len([r for r in mine if r["user_speech_end"] < ut.speech_end - 0.5])
         if not final:

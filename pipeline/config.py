@@ -138,8 +138,8 @@ class PipelineSettings(Strict):
     ignore_own_words: bool = Field(
         True, description="When the speech that stopped the reply has words, but they are "
         "the reply's own (two or more, and half of them, in order, from what the speaker was "
-        "playing then), it was the assistant's echo that got past the echo canceller: the turn is logged "
-        "as echo, not added to the history, and the reply resumes (with "
+        "playing then), it was the assistant's echo that got past the echo canceller: the "
+        "turn is logged as echo, not added to the history, and the reply resumes (with "
         "resume_false_interruptions).")
     backchannels: list[str] = Field(
         default_factory=lambda: ["mm", "mhm", "mmhmm", "mm-hmm", "hmm", "uh-huh", "uh huh",

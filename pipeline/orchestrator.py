@@ -49,7 +49,7 @@ from .reply import ReplyChain, naming
 from .session_log import SessionLog
 from .sinks import AudioSink
 from .stages import Stages
-from .turn import Turn
+from .turn import NOT_TAKEN, Turn
 
 OWN_WORDS_SLACK_S = 1.0
 
@@ -510,7 +510,7 @@ class Orchestrator:
     def _record(self, turn: Turn, cut: bool = False, prefill: bool = True) -> None:
         """The turn is over: its one status, the history, the log lines."""
         turn.settle(cut)
-        if turn.status not in ("reopened", "backchannel", "echo"):
+        if turn.status not in NOT_TAKEN:
             self.conversation.record(turn.user_text, turn.reply_text, turn.language,
                                      interrupted=turn.status != "answered")
         timeline = turn.timeline.record(status=turn.status, speculative=turn.speculative,

@@ -18,6 +18,9 @@ from .timeline import TurnTimeline
 
 Status = Literal["pending", "answered", "interrupted", "no_speech", "error", "reopened",
                  "backchannel", "echo"]
+# a turn whose words did not take the turn (the user went on, a backchannel, the
+# assistant's own echo): logged, but kept out of the history, and not an answer
+NOT_TAKEN: tuple[Status, ...] = ("reopened", "backchannel", "echo")
 
 
 @dataclass(frozen=True)

@@ -337,10 +337,7 @@ class LlamaCppLLM(LLMStage):
             at = -1
         logits = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, at),
                                        shape=(self._llm.n_vocab(),)).astype(np.float64)
-        top = logits.max()
-        log_total = top + np.log(np.exp(logits - top).sum())
-        picked = logits[ends]
-        return float(picked.max() + np.log(np.exp(picked - picked.max()).sum()) - log_total)
+        return float(_logsumexp(logits[ends]) - _logsumexp(logits))
 
     def _sentence_end_tokens(self) -> list[int]:
         """The vocabulary's tokens that start with ".", "?" or "!" (after any space),
@@ -415,3 +412,11 @@ class LlamaCppLLM(LLMStage):
     async def generate(self, request: LLMRequest) -> AsyncIterator[TextDelta]:
         async for text in self.worker.iterate(lambda: self._stream(request.messages)):
             yield TextDelta(request.turn_id, clock.now(), text=text)
+
+
+def _logsumexp(x):
+    """log(sum(exp(x))) without overflow."""
+    import numpy as np
+
+    top = x.max()
+    return top + np.log(np.exp(x - top).sum())
