@@ -18,6 +18,8 @@ PHASES = {
     "first sentence": ("llm_first_token", "first_sentence"),
     "TTS first audio": ("first_sentence", "tts_first_audio"),
     "V2V": ("speech_end", "playback_start"),
+    # V2V plus the silence the first chunk starts with: when the user hears the reply
+    "first sound": ("speech_end", "first_sound"),
 }
 
 

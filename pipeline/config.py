@@ -75,6 +75,26 @@ class PipelineSettings(Strict):
         True, description="From the end of a reply's first chunk until its audio is out, "
         "the LLM pauses: the TTS has the CPU to itself for the first audio; the LLM writes "
         "the rest while that audio plays.")
+    trim_tts_silence: bool = Field(
+        True, description="TTS voices pad each chunk with silence (Piper: 40-60 ms before, "
+        "140-230 ms after), so a reply's first sound comes that much after its first sample "
+        "and a first chunk cut mid-phrase is followed by a hole: keep chunk_lead_ms before "
+        "each chunk's first audible sample and, after its last, the pause its end calls for "
+        "(pause_after_sentence_ms, _clause_ms, _cut_ms). Trimming only shortens.")
+    chunk_lead_ms: int = Field(
+        10, ge=0, description="trim_tts_silence: silence kept before a chunk's first sound.")
+    pause_after_sentence_ms: int = Field(
+        200, ge=0, description="trim_tts_silence: most silence kept after a chunk that ends "
+        "a sentence (. ! ?).")
+    pause_after_clause_ms: int = Field(
+        100, ge=0, description="trim_tts_silence: most silence kept after a chunk that ends "
+        "at a clause (, ; : -).")
+    pause_after_cut_ms: int = Field(
+        20, ge=0, description="trim_tts_silence: most silence kept after a first chunk cut "
+        "between two words (max_first_words).")
+    tts_silence_db: float = Field(
+        -50.0, le=0, description="Level (dBFS) under which the TTS output counts as silence: "
+        "for trim_tts_silence, and for the first sound the report measures.")
     speculative: bool = Field(
         True, description="Speculative end of turn: start ASR, then the LLM and TTS, as soon as "
         "silence begins (vad.pause_ms); play when the endpoint is confirmed, discard the work "

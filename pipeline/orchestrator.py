@@ -35,7 +35,7 @@ import time
 from contextlib import aclosing
 from typing import AsyncIterator, Optional
 
-from . import clock
+from . import clock, edges
 from .audio import PIPELINE_RATE
 from .config import CascadeConfig
 from .console import Console
@@ -486,6 +486,8 @@ class Orchestrator:
                 if first:
                     self._reply_compute_s.append(chunk.t - decided)
                     tl.mark("playback_start", start)
+                    tl.mark("first_sound", start + edges.leading_silence_s(
+                        chunk.samples, chunk.sample_rate, self.config.pipeline.tts_silence_db))
                     self.observers.status("speaking")
                 self.observers.assistant(turn, chunk.text, tl.v2v_ms if first else None)
         turn.generated = True

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing, contextmanager
-from typing import AsyncIterator, Callable, Iterator, Optional, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, TypeVar
 
-from . import clock
+from . import clock, edges
 from .errors import CascadeError, StageError
 from .events import AudioChunk, LLMRequest, Sentence, TextDelta
 from .splitter import SentenceSplitter, split_stream
@@ -93,15 +93,17 @@ async def whole_reply(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[Sentenc
 
 
 async def _speak_all(tts, sentences: AsyncIterator[Sentence],
-                     spoken: Optional[asyncio.Event] = None) -> AsyncIterator[AudioChunk]:
-    """``spoken`` is set once the first sentence is synthesized (audio or none)."""
+                     spoken: Optional[asyncio.Event] = None,
+                     settings: Any = None) -> AsyncIterator[AudioChunk]:
+    """``spoken`` is set once the first sentence is synthesized (audio or none); with
+    ``settings.trim_tts_silence`` each chunk's edges are trimmed (:mod:`pipeline.edges`)."""
     async with aclosing(sentences) as it:
         async for sentence in it:
             chunk = await tts.speak(sentence)
             if spoken is not None:
                 spoken.set()
             if chunk is not None:
-                yield chunk
+                yield edges.trim(chunk, settings) if settings is not None else chunk
 
 
 async def _pause_for_first_audio(deltas: AsyncIterator[TextDelta], sent: asyncio.Event,
@@ -148,7 +150,8 @@ class ReplyChain:
         sentences = guard("splitter", chunks, first_sentence)
         if s.run_ahead:
             sentences = run_ahead(sentences, s.sentences_ahead, f"llm-{request.turn_id}")
-        audio = guard("tts", _speak_all(self.tts, sentences, spoken),
+        audio = guard("tts", _speak_all(self.tts, sentences, spoken,
+                                        s if s.trim_tts_silence else None),
                       lambda c: mark("tts_first_audio", c.t))
         if s.run_ahead:
             audio = run_ahead(audio, s.chunks_ahead, f"tts-{request.turn_id}")

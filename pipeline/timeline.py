@@ -7,8 +7,10 @@ from typing import Any, Optional
 
 from . import clock
 
+# first_sound: the reply's first audible sample at the output (playback_start plus
+# the silence its first chunk starts with, pipeline.tts_silence_db)
 PHASES = ("user_speech_end", "endpoint", "asr_final", "eot_decided", "llm_first_token",
-          "first_sentence", "tts_first_audio", "playback_start")
+          "first_sentence", "tts_first_audio", "playback_start", "first_sound")
 
 
 @dataclass
@@ -42,7 +44,7 @@ class TurnTimeline:
 # The causal chain of a turn. The endpoint is not in it: a speculative turn's ASR
 # and LLM start at a pause, before the endpoint is confirmed; its audio waits for it.
 CHAIN = ("user_speech_end", "asr_final", "llm_first_token", "first_sentence",
-         "tts_first_audio", "playback_start")
+         "tts_first_audio", "playback_start", "first_sound")
 
 
 def phases_in_order(times: dict[str, Optional[float]]) -> bool:

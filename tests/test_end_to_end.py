@@ -109,3 +109,22 @@ def test_silence_gives_no_turn(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "o" / "transcript.jsonl").read_text() == ""
     assert (tmp_path / "o" / "conversation.wav").is_file()
+
+
+@pytest.mark.parametrize("profile", [[], ["--fast"]], ids=["piper", "espeak"])
+def test_the_reply_is_heard_from_its_first_sample(tmp_path, corpus, profile):
+    """pipeline.trim_tts_silence: the voice's own lead-in silence is cut, so the reply's
+    first audible sample (first_sound) comes within chunk_lead_ms of playback_start, as
+    the output file shows."""
+    from pipeline.config import PipelineSettings
+    lead_ms = PipelineSettings().chunk_lead_ms
+    out = tmp_path / "out"
+    res = run_cli("--input", str(clip(corpus, "cmusphinx_goforward").path),
+                  "--output-dir", str(out), *profile)
+    assert res.returncode == 0, res.stderr
+    [rec] = read_jsonl(out / "timeline.jsonl")
+    assert rec["status"] == "answered"
+    assert 0 <= (rec["first_sound"] - rec["playback_start"]) * 1000 <= lead_ms + 0.2
+    stereo, rate = sf.read(out / "conversation.wav", dtype="float32")
+    loud = np.flatnonzero(np.abs(stereo[:, 1]) > 10 ** (-50 / 20))
+    assert abs(loud[0] / rate - rec["first_sound"]) < 0.002, (loud[0] / rate, rec)
