@@ -69,7 +69,10 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"first_audio_priority": False}},
     "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
-    "first-clause TTS (clause or 6-word first chunk)": {"pipeline": {"first_clause": False}},
+    "first-clause TTS (clause or max_first_words first chunk)":
+        {"pipeline": {"first_clause": False}},
+    "four-word first chunk (pipeline.max_first_words: 4; off: 6, as before)":
+        {"pipeline": {"max_first_words": 6}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
     "stages running ahead (off: pull-only chain)": {"pipeline": {"run_ahead": False}},
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},

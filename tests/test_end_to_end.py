@@ -112,10 +112,11 @@ def test_silence_gives_no_turn(tmp_path):
 
 
 @pytest.mark.parametrize("profile", [[], ["--fast"]], ids=["piper", "espeak"])
-def test_the_reply_is_heard_from_its_first_sample(tmp_path, corpus, profile):
+def test_the_reply_is_heard_from_its_first_sample(tmp_path, corpus, asr, profile):
     """pipeline.trim_tts_silence: the voice's own lead-in silence is cut, so the reply's
     first audible sample (first_sound) comes within chunk_lead_ms of playback_start, as
-    the output file shows."""
+    the output file shows; and the trimmed chunks, the first one cut after
+    max_first_words, still say the whole reply."""
     from pipeline.config import PipelineSettings
     lead_ms = PipelineSettings().chunk_lead_ms
     out = tmp_path / "out"
@@ -128,3 +129,7 @@ def test_the_reply_is_heard_from_its_first_sample(tmp_path, corpus, profile):
     stereo, rate = sf.read(out / "conversation.wav", dtype="float32")
     loud = np.flatnonzero(np.abs(stereo[:, 1]) > 10 ** (-50 / 20))
     assert abs(loud[0] / rate - rec["first_sound"]) < 0.002, (loud[0] / rate, rec)
+    [turn] = read_jsonl(out / "transcript.jsonl")
+    reply = resample(np.ascontiguousarray(stereo[:, 1]), rate, 16000)
+    heard, _ = asr.transcribe(reply)
+    assert wer([turn["assistant"]], [heard]) <= 0.25, (turn["assistant"], heard)
