@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,7 +152,8 @@ class LiveSession:
         self.out_dir = out_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output-dir",
-             str(out_dir), *(extra or [])], cwd=root, env=room.env(), stdout=subprocess.PIPE,
+             str(out_dir), *(extra or [])], cwd=root,
+            env={**room.env(), "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         self._out: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -184,6 +186,15 @@ class LiveSession:
     def stop(self) -> str:
         """Ctrl-C, as a person would."""
         self.proc.send_signal(2)
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # it did not stop: abort it, so that faulthandler (PYTHONFAULTHANDLER, set
+            # above) prints every thread's stack, and fail with them
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(timeout=10)
+            self._reader.join(timeout=5)
+            raise AssertionError("the session did not stop within 30 s of Ctrl-C; its "
+                                 f"output and threads:\n{self.output[-12000:]}") from None
         self._reader.join(timeout=5)
         return self.output

@@ -10,6 +10,7 @@ import pytest
 
 from eval.wer import wer
 from pipeline.audio import read_wav
+from pipeline.turn import NOT_TAKEN
 from tests.conftest import DEFAULT_CONFIG, ROOT, rms
 from eval.virtual_audio import PulseServer, VirtualRoom
 
@@ -104,7 +105,11 @@ def test_own_voice_does_not_interrupt_but_the_user_does(room, tmp_path, corpus, 
     # logged, not answered, and the reply it stopped resumed
     echoes = [t for t in logged if t["status"] == "echo"]
     print(f"echo heard as words and ignored: {len(echoes)} time(s) {echoes}")
-    transcript = [t for t in logged if t["status"] != "echo"]
+    # "go forward ... ten meters" may also end early at its inner pause and be reopened:
+    # logged as "reopened", then answered once, whole (pipeline.endpointing: adaptive)
+    reopened = [t for t in logged if t["status"] == "reopened"]
+    print(f"early endpoints reopened: {len(reopened)} {reopened}")
+    transcript = [t for t in logged if t["status"] not in NOT_TAKEN]
     statuses = [t["status"] for t in transcript]
     # the first reply was heard to its end despite its own echo, and no echo became a turn
     assert statuses[0] == "answered", logged
