@@ -31,6 +31,7 @@ from eval.scripted import applicable, run_conversation
 from eval.stats import durations_ms, percentiles, plain
 from pipeline.audio import PIPELINE_RATE, resample
 from pipeline.config import CascadeConfig, load_config
+from pipeline.edges import audible_bounds
 
 OUT = Path(__file__).resolve().parent / "out"
 OLD_SYSTEM_PROMPT = ("You are a voice assistant. Answer briefly: one sentence, under twenty "
@@ -78,8 +79,8 @@ def synthesize(questions: tuple[Question, ...] = QUESTIONS,
     for i, q in enumerate(questions):
         audio = resample(tts.synthesize(q.text), tts.sample_rate, PIPELINE_RATE)
         audio = (0.5 * audio / max(1e-6, float(np.abs(audio).max()))).astype(np.float32)
-        voiced = np.flatnonzero(np.abs(audio) > 0.01)
-        end_s = (voiced[-1] + 1) / PIPELINE_RATE if len(voiced) else len(audio) / PIPELINE_RATE
+        _, end = audible_bounds(audio, -40.0)  # above 0.01
+        end_s = (end or len(audio)) / PIPELINE_RATE
         clip = Clip(f"q{i + 1:02d}", Path(carrier), q.text, len(audio) / PIPELINE_RATE)
         out.append((clip, audio, end_s))
     return out

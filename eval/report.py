@@ -326,11 +326,11 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
             s = summarize(res["turns"])
             # the full pipeline on the same user turns (the first n of the conversation)
             ids = {t["user_turn"] for t in res["turns"]}
-            ref = summarize([t for t in full_turns if t["user_turn"] in ids])
+            same = [t for t in full_turns if t["user_turn"] in ids]
+            ref = summarize(same)
             rows[name] = {"v2v_ms": s, "turns": len(res["turns"]), "full_pipeline_v2v_ms": ref,
                           "first_sound_ms": summarize(res["turns"], "first sound"),
-                          "full_pipeline_first_sound_ms": summarize(
-                              [t for t in full_turns if t["user_turn"] in ids], "first sound"),
+                          "full_pipeline_first_sound_ms": summarize(same, "first sound"),
                           "ratio_p50": s["p50"] / ref["p50"] if s["p50"] and ref["p50"] else None,
                           "first_turn_v2v_ms": durations_ms(res["turns"][0])["V2V"]
                           if res["turns"] else None, **sentence_gaps(res["turns"])}
@@ -431,7 +431,7 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                   f"{_ms(ref['v2v_ms']['p90'])} | {_ms(summary['first_turn_v2v_ms'])} | "
                   f"{_ms(ref['v2v_ms']['p50'])} | 1.00 | "
                   f"{_ms(sentence_gaps(turns[:ref['turns']])['sentence_gap_ms']['p90'])} | "
-                  f"{_ms(ref.get('first_sound_ms', {}).get('p50'))} |"]
+                  f"{_ms(ref['first_sound_ms']['p50'])} |"]
         for name, row in summary["ablation"].items():
             r = row["ratio_p50"]
             lines.append(f"| {name} | {row['turns']} | {_ms(row['v2v_ms']['p50'])} | "

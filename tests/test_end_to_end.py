@@ -118,7 +118,7 @@ def test_the_reply_is_heard_from_its_first_sample(tmp_path, corpus, asr, profile
     the output file shows; and the trimmed chunks, the first one cut after
     max_first_words, still say the whole reply."""
     from pipeline.config import PipelineSettings
-    lead_ms = PipelineSettings().chunk_lead_ms
+    lead_ms, silence_db = PipelineSettings().chunk_lead_ms, PipelineSettings().tts_silence_db
     out = tmp_path / "out"
     res = run_cli("--input", str(clip(corpus, "cmusphinx_goforward").path),
                   "--output-dir", str(out), *profile)
@@ -127,7 +127,7 @@ def test_the_reply_is_heard_from_its_first_sample(tmp_path, corpus, asr, profile
     assert rec["status"] == "answered"
     assert 0 <= (rec["first_sound"] - rec["playback_start"]) * 1000 <= lead_ms + 0.2
     stereo, rate = sf.read(out / "conversation.wav", dtype="float32")
-    loud = np.flatnonzero(np.abs(stereo[:, 1]) > 10 ** (-50 / 20))
+    loud = np.flatnonzero(np.abs(stereo[:, 1]) > 10 ** (silence_db / 20))
     assert abs(loud[0] / rate - rec["first_sound"]) < 0.002, (loud[0] / rate, rec)
     [turn] = read_jsonl(out / "transcript.jsonl")
     reply = resample(np.ascontiguousarray(stereo[:, 1]), rate, 16000)
