@@ -107,9 +107,9 @@ class PipelineSettings(Strict):
         False, description="While the user speaks, transcribe the utterance so far every "
         "listen_ahead_ms (on a decoder replica of its own: needs asr.partials) and prefill the "
         "LLM with the prompt it gives, less its last word: at the pause only the message's "
-        "tail is left to prefill (-45 ms here), but a partial decode still running then slows "
-        "the final one (+15-30 ms on two cores), so it is off by default. Skipped while a "
-        "reply is being computed.")
+        "tail is left to prefill. At a pause, a partial decode still in its encoder skips its "
+        "decoder, so the final transcript waits less for the CPU. Skipped while a reply is "
+        "being computed. Off unless a profile turns it on (the default profile does).")
     listen_ahead_ms: int = Field(
         640, ge=160, description="listen_ahead: audio between two partial transcripts.")
     endpointing: Literal["adaptive", "fixed"] = Field(

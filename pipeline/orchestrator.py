@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import threading
 import time
 from contextlib import aclosing
 from typing import AsyncIterator, Optional
@@ -79,6 +80,7 @@ class Orchestrator:
         if self._listen_ahead:
             stages.vad.progress_ms = pc.listen_ahead_ms
         self._ahead: Optional[asyncio.Future] = None  # the listen-ahead job in flight
+        self._ahead_stop = threading.Event()  # set at a pause: that job stops early
         self._turn: Optional[Turn] = None  # the newest committed turn, not yet recorded
         self._spec: Optional[Turn] = None  # a speculative turn waiting for its endpoint
         self._held: Optional[Turn] = None  # a reply stopped by speech that may be no words
@@ -89,6 +91,7 @@ class Orchestrator:
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0,
                       "early_endpoints": 0, "reopened": 0, "resumed": 0,
                       "listen_ahead_prefills": 0, "listen_ahead_tokens": 0,
+                      "listen_ahead_abandoned": 0,
                       "deferred_replies": 0, "deferred_discarded": 0,
                       "speculative_reply_wasted_s": 0.0}
         # verdict -> first audio of recent turns: how early a deferred reply must start
@@ -209,10 +212,18 @@ class Orchestrator:
         cut), prefilled after the history; skipped once the user paused (the turn's own
         prompt then has the LLM) or a reply is being computed."""
         llm, asr = self.stages.llm, self.stages.asr
+        # a pause sets it: a partial decode then skips its decoder (its words would be
+        # dropped), and the turn's own ASR gets the CPU sooner. A prefill runs on: its
+        # tokens are the verdict's, if this pause ends the turn
+        stop = self._ahead_stop = threading.Event()
         try:
             if not self._still_speaking(progress.turn_id):
                 return
-            words = (await asr.partial(progress.audio)).split()[:-1]
+            partial = await asr.partial(progress.audio, stop.is_set)
+            if partial is None:
+                self.stats["listen_ahead_abandoned"] += 1
+                return
+            words = partial.split()[:-1]
             if not words or not self._still_speaking(progress.turn_id):
                 return
             messages = await self.conversation.prompt(" ".join(words), self.conversation.language)
@@ -225,6 +236,10 @@ class Orchestrator:
         except Exception as err:  # noqa: BLE001 - an optimisation: the turn itself reports
             self.observers.notice(f"  (listen-ahead skipped: {type(err).__name__}: {err})")
 
+    def _stop_listening_ahead(self) -> None:
+        """The user paused: a partial decode still in its encoder skips its decoder."""
+        self._ahead_stop.set()
+
     def _launch(self, ended: SpeechEnded, speculative: bool) -> Turn:
         turn = Turn(ended.turn_id, ended, speculative, started_at=clock.now())
         turn.launch(self._run_turn)
@@ -232,6 +247,7 @@ class Orchestrator:
 
     def _speculate(self, paused: SpeechPaused) -> None:
         """Silence began: start the turn's work now, on the audio so far."""
+        self._stop_listening_ahead()
         self._spec = self._launch(SpeechEnded(paused.turn_id, paused.t, paused.speech_end,
                                               paused.audio), speculative=True)
         self.stats["speculative_started"] += 1
@@ -294,6 +310,7 @@ class Orchestrator:
             self.stats["speculative_committed"] += 1
         else:
             await self._discard_speculative()
+            self._stop_listening_ahead()
             turn = self._launch(ended, speculative=False)
         turn.closed = True
         self._open(turn, ended)

@@ -6,9 +6,11 @@ are refused: nothing is fetched at run time.
 """
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -22,7 +24,7 @@ from pipeline.models import (assemble_split_model, bundled_file, looks_like_path
 from pipeline.registry import register
 from pipeline.worker import Worker
 from stages.base import ASRStage
-from stages.whisper_window import decode_window, max_length, token_limit
+from stages.whisper_window import Abandoned, decode_window, max_length, token_limit
 
 SAMPLE_RATE = 16000
 
@@ -109,7 +111,7 @@ class FasterWhisperASR(ASRStage):
         super().__init__(config)
         self._model = None
         self._tokenizer = None
-        self.stats = {"short": 0, "repaired": 0, "fallback": 0, "padded": 0}
+        self.stats = {"short": 0, "repaired": 0, "fallback": 0, "padded": 0, "abandoned": 0}
         self._partial_worker = Worker("asr-partial") if config.partials else None
 
     def _load(self) -> None:
@@ -147,16 +149,26 @@ class FasterWhisperASR(ASRStage):
         return (cfg.short_window and self._tokenizer is not None
                 and len(audio) / SAMPLE_RATE + cfg.window_margin_s <= 30)
 
-    def transcribe(self, audio: np.ndarray) -> tuple[str, str]:
-        """Blocking: the whole decode, short window first where enabled."""
+    def transcribe(self, audio: np.ndarray,
+                   abandoned: Optional[Callable[[], bool]] = None) -> tuple[str, str]:
+        """Blocking: the whole decode, short window first where enabled. ``abandoned``
+        (the caller has given up: speech resumed) is asked after the short window's
+        encoder and before a fallback decode; True raises whisper_window.Abandoned."""
         cfg = self.config
         if self._short_window_fits(audio):
-            res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
-                                cfg.window_floor_s, cfg.beam_size)
+            try:
+                res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
+                                    cfg.window_floor_s, cfg.beam_size, abandoned)
+            except Abandoned:
+                self.stats["abandoned"] += 1
+                raise
             if res.rejected is None:
                 self.stats["repaired" if res.repaired else "short"] += 1
                 return res.text, cfg.language
             self.stats["fallback"] += 1
+            if abandoned is not None and abandoned():
+                self.stats["abandoned"] += 1
+                raise Abandoned()
         else:
             self.stats["padded"] += 1
         return self.transcribe_padded(audio)
@@ -178,23 +190,31 @@ class FasterWhisperASR(ASRStage):
         text = "".join(seg.text for seg in segments if seg.no_speech_prob < 0.8).strip()
         return text, info.language
 
-    def transcribe_partial(self, audio: np.ndarray) -> str:
+    def transcribe_partial(self, audio: np.ndarray,
+                           abandoned: Optional[Callable[[], bool]] = None) -> Optional[str]:
         """Blocking: a partial transcript of speech still going on (short window only;
-        what its guard rejects is no partial: ""). Not counted in ``stats``."""
+        what its guard rejects is no partial: ""). ``abandoned`` (the user paused: the
+        final transcript needs the CPU), asked after the encoder: True gives None.
+        Not counted in ``stats``."""
         cfg = self.config
         if not self._short_window_fits(audio):
             return ""
-        res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
-                            cfg.window_floor_s, cfg.beam_size)
+        try:
+            res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
+                                cfg.window_floor_s, cfg.beam_size, abandoned)
+        except Abandoned:
+            return None
         return res.text if res.rejected is None else ""
 
     @property
     def has_partials(self) -> bool:
         return self._partial_worker is not None and self._tokenizer is not None
 
-    async def partial(self, audio: np.ndarray) -> str:
-        """The words so far, on the partials' own thread and decoder replica."""
-        return await self._partial_worker.call(self.transcribe_partial, audio)
+    async def partial(self, audio: np.ndarray,
+                      abandoned: Optional[Callable[[], bool]] = None) -> Optional[str]:
+        """The words so far, on the partials' own thread and decoder replica (None:
+        ``abandoned`` said so after the encoder)."""
+        return await self._partial_worker.call(self.transcribe_partial, audio, abandoned)
 
     async def warmup(self) -> None:
         await self.worker.call(self.transcribe, np.zeros(SAMPLE_RATE, np.float32))
@@ -207,5 +227,12 @@ class FasterWhisperASR(ASRStage):
         await super().aclose()
 
     async def recognize(self, ended: SpeechEnded) -> Transcript:
-        text, language = await self.worker.call(self.transcribe, ended.audio)
+        # cancelled (a speculative turn whose user went on): the thread cannot be stopped,
+        # but it skips the decoder, so the next pause's transcription does not queue behind it
+        gave_up = threading.Event()
+        try:
+            text, language = await self.worker.call(self.transcribe, ended.audio, gave_up.is_set)
+        except asyncio.CancelledError:
+            gave_up.set()
+            raise
         return Transcript(ended.turn_id, clock.now(), text=text, language=language)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -84,10 +84,16 @@ def trim_repeat(text: str) -> Optional[str]:
     return None
 
 
+class Abandoned(Exception):
+    """The caller gave up on this decode (speech resumed): it stopped after the encoder."""
+
+
 def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s: float,
-                  beam_size: int) -> WindowResult:
+                  beam_size: int, abandoned: Optional[Callable[[], bool]] = None) -> WindowResult:
     """Blocking. ``model`` is a faster_whisper.WhisperModel, ``tokenizer`` its
-    faster_whisper Tokenizer for the fixed language."""
+    faster_whisper Tokenizer for the fixed language. ``abandoned``: asked between the
+    encoder and the decoder (CTranslate2 cannot stop either midway); True raises
+    Abandoned instead of decoding."""
     import ctranslate2
 
     frames = window_frames(len(audio), margin_s, floor_s)
@@ -95,6 +101,8 @@ def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s:
     feats = model.feature_extractor(audio, padding=pad)[:, :frames]
     encoded = model.model.encode(ctranslate2.StorageView.from_array(
         np.ascontiguousarray(feats[None], dtype=np.float32)), to_cpu=False)
+    if abandoned is not None and abandoned():
+        raise Abandoned()
     limit = token_limit(len(audio))
     prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
     res = model.model.generate(encoded, [prompt], beam_size=beam_size,

@@ -108,6 +108,14 @@ def test_prefilling_a_partial_message_leaves_the_verdict_unchanged_and_cuts_its_
     assert llm._threads[1] == default_config.llm.n_threads_batch  # the budget is restored
 
 
+def test_a_pause_stops_a_partial_decode_after_its_encoder(partial_asr, corpus):
+    """The user paused: the partial's words would be dropped, and the turn's own ASR
+    needs the CPU. Told so after its encoder, the partial skips its decoder: None."""
+    audio = read_wav(clip(corpus, LONG).path)
+    assert len(asyncio.run(partial_asr.partial(audio)).split()) >= 5
+    assert asyncio.run(partial_asr.partial(audio, lambda: True)) is None
+
+
 def test_the_llm_generates_with_two_threads_until_its_first_chunk_goes_out(default_config):
     from stages.llm_llama_cpp import LlamaCppLLM
 
@@ -150,9 +158,20 @@ def test_listen_ahead_prefills_during_a_long_utterance_in_file_mode(tmp_path, co
     assert len(answered) == 1 and answered[0]["assistant"], session.log.transcript
 
 
-def test_listen_ahead_is_off_by_default_and_loads_no_second_decoder(default_config, asr):
-    assert not default_config.pipeline.listen_ahead and not default_config.asr.partials
-    assert not asr.has_partials
+def test_listen_ahead_is_a_profile_choice_and_off_it_loads_no_second_decoder(default_config):
+    """On in the default profile (measured there); off where a profile says nothing."""
+    from pipeline.config import PipelineSettings
+    from stages.asr_faster_whisper import FasterWhisperASR, FasterWhisperConfig
+
+    assert default_config.pipeline.listen_ahead and default_config.asr.partials
+    assert not PipelineSettings().listen_ahead
+    assert FasterWhisperConfig.model_fields["partials"].default is False
+    off = FasterWhisperASR(default_config.replace(asr={"partials": False}).asr)
+    asyncio.run(off.start())
+    try:
+        assert not off.has_partials
+    finally:
+        asyncio.run(off.aclose())
 
 
 def test_the_end_of_turn_batch_prefills_the_whole_reply_prompt(default_config):

@@ -75,3 +75,50 @@ def test_both_decodes_get_their_whole_token_limit(asr, corpus):
     bounded, _ = asr.transcribe_padded(audio)
     unbounded, _ = asr.transcribe_padded(audio, bounded=False)
     assert bounded == unbounded and bounded.endswith("painful to myself."), bounded
+
+
+def test_a_transcription_given_up_skips_its_decoder(asr, corpus, monkeypatch):
+    """Speech resumed: the speculative turn's ASR is cancelled while CTranslate2's encoder
+    runs (it cannot be stopped). The decoder is skipped, so the thread is free for the
+    next pause's transcription sooner, and nothing is returned."""
+    import asyncio
+    import threading
+
+    import numpy as np
+    import pytest
+
+    from pipeline.events import SpeechEnded
+    from stages.whisper_window import Abandoned
+    from tests.conftest import run
+
+    audio = np.concatenate([clip_of(corpus, "librispeech_1272-141231-0002")[1],
+                            clip_of(corpus, "librispeech_6081-41997-0014")[1]])  # 26 s
+    before = dict(asr.stats)
+    with pytest.raises(Abandoned):
+        asr.transcribe(audio, lambda: True)  # the real model, told after its encoder
+    assert asr.stats["abandoned"] == before["abandoned"] + 1
+    assert asr.stats["short"] == before["short"] and asr.stats["fallback"] == before["fallback"]
+
+    started, real = threading.Event(), asr.transcribe
+
+    def transcribe(audio, abandoned=None):
+        started.set()
+        return real(audio, abandoned)
+
+    monkeypatch.setattr(asr, "transcribe", transcribe)
+
+    async def speech_resumes():
+        task = asyncio.ensure_future(asr.recognize(SpeechEnded(1, 26.0, 26.0, audio)))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        task.cancel()  # the 29 s window's encoder takes well over 100 ms
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asr.worker.call(lambda: None)  # the call still running on the thread is over
+
+    before = dict(asr.stats)
+    run(speech_resumes())
+    assert asr.stats["abandoned"] == before["abandoned"] + 1
+    assert asr.stats["short"] == before["short"] and asr.stats["fallback"] == before["fallback"]
+    monkeypatch.undo()
+    text, _ = asr.transcribe(audio)  # not given up: the whole transcript, as before
+    assert len(text.split()) > 40, text
