@@ -158,20 +158,9 @@ def test_listen_ahead_prefills_during_a_long_utterance_in_file_mode(tmp_path, co
     assert len(answered) == 1 and answered[0]["assistant"], session.log.transcript
 
 
-def test_listen_ahead_is_a_profile_choice_and_off_it_loads_no_second_decoder(default_config):
-    """On in the default profile (measured there); off where a profile says nothing."""
-    from pipeline.config import PipelineSettings
-    from stages.asr_faster_whisper import FasterWhisperASR, FasterWhisperConfig
-
-    assert default_config.pipeline.listen_ahead and default_config.asr.partials
-    assert not PipelineSettings().listen_ahead
-    assert FasterWhisperConfig.model_fields["partials"].default is False
-    off = FasterWhisperASR(default_config.replace(asr={"partials": False}).asr)
-    asyncio.run(off.start())
-    try:
-        assert not off.has_partials
-    finally:
-        asyncio.run(off.aclose())
+def test_listen_ahead_is_off_by_default_and_loads_no_second_decoder(default_config, asr):
+    assert not default_config.pipeline.listen_ahead and not default_config.asr.partials
+    assert not asr.has_partials
 
 
 def test_the_end_of_turn_batch_prefills_the_whole_reply_prompt(default_config):

@@ -30,6 +30,17 @@ def records(out_dir, name):
     return [json.loads(l) for l in (out_dir / name).read_text().splitlines() if l.strip()]
 
 
+def played_out(out_dir, turns, timeout):
+    """Wait until ``turns`` turns are in the transcript: each is written when its reply
+    has played out."""
+    path, deadline = out_dir / "transcript.jsonl", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(records(out_dir, "transcript.jsonl")) >= turns:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{turns} turn(s) not played out in {timeout} s")
+
+
 def storyteller_config(tmp_path, extra=""):
     """The default profile with long replies, so that there is something to interrupt
     (the default prompt's replies can be two words, played out before any cut-in)."""
@@ -92,7 +103,11 @@ def test_own_voice_does_not_interrupt_but_the_user_does(room, tmp_path, corpus, 
     s.wait_for("listening: just speak")
     room.say(clip(corpus, "vctk_p238_165"))
     s.wait_for("V2V")
-    time.sleep(14)  # the whole (long) reply plays, and echoes back into the microphone
+    # the whole (long) reply plays, and echoes back into the microphone; the turn is
+    # written once its reply has played out (a fixed 14 s wait was short for a reply
+    # of max_tokens: the user then spoke over its end, and half-duplex dropped the words)
+    played_out(tmp_path / "out", turns=1, timeout=40)
+    time.sleep(1.0)
     room.say(clip(corpus, "ljspeech_LJ001-0002"))
     s.wait_for("V2V", count=2)
     time.sleep(1.0)
