@@ -84,6 +84,9 @@ class Orchestrator:
         self._turn: Optional[Turn] = None  # the newest committed turn, not yet recorded
         self._spec: Optional[Turn] = None  # a speculative turn waiting for its endpoint
         self._held: Optional[Turn] = None  # a reply stopped by speech that may be no words
+        # an utterance taken as no words (or echo, a backchannel) at its early endpoint,
+        # before the VAD closed it: that close is not a turn of its own
+        self._resolved_early: Optional[int] = None
         self._backchannels = {_plain(b) for b in pc.backchannels}
         self.ready_s: Optional[float] = None
         self._stop_requested = False
@@ -161,7 +164,13 @@ class Orchestrator:
                 elif isinstance(ev, SpeechResumed):
                     self.observers.speech_resumed(ev.t)
                     await self._discard_speculative()
-                    await self._reopen(ev)
+                    if self._resolved_early == ev.turn_id:
+                        # the user goes on after words taken as none: new speech over
+                        # the resumed reply, as at a speech start
+                        self._resolved_early = None
+                        await self._barge_in(ev)
+                    else:
+                        await self._reopen(ev)
                 elif isinstance(ev, SpeechEnded):
                     await self._commit(ev)
             if self._turn is not None and self._turn.computing:  # the input is over
@@ -300,6 +309,9 @@ class Orchestrator:
         if current is not None and current.early and current.turn_id == ended.turn_id:
             current.closed = True
             return
+        if self._resolved_early == ended.turn_id:
+            self._resolved_early = None
+            return
         if ended.forced:
             self.observers.notice(f"  (turn {ended.turn_id} cut at vad.max_utterance_s="
                                   f"{self.stages.vad.config.max_utterance_s:g})")
@@ -389,6 +401,8 @@ class Orchestrator:
         held, self._held = self._held, None
         self._record(turn, prefill=False)
         self.stats["resumed"] += 1
+        if turn.early and not turn.closed:  # the VAD will still close this utterance
+            self._resolved_early = turn.turn_id
         for chunk in held.unheard(clock.now()):
             with naming("output"):
                 held.add(chunk, await self.sink.play(chunk))

@@ -405,3 +405,36 @@ def test_without_deferral_the_reply_starts_at_the_verdict(default_config):
     [request] = s.orchestrator.stages.llm.requests
     assert request.t < 2.0 + 0.064 + 0.1 + 0.02 + 0.033  # pause, ASR, verdict
     assert s.orchestrator.stats["deferred_replies"] == 0
+
+
+def test_a_backchannel_resolved_at_its_early_endpoint_is_not_taken_again(default_config):
+    # "Okay." over the reply (3.0-3.3 s) ends early (the verdict asks for 0.1 s), is a
+    # backchannel, and the reply resumes; the VAD closes the same utterance 1 s after
+    # it. That close must not launch "Okay." again as a turn of its own: the resumed
+    # reply was then replaced without being recorded (seen live, half-duplex, 2026-11-30)
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    s = adaptive_session(default_config, [(1.0, 2.0), (3.0, 3.3)], (), 10.0, eot,
+                         asr=SayingASR(["Book a table for two.", "Okay."]), endpoint_s=1.0)
+    orch, log = s.orchestrator, s.log
+    assert orch.stats["resumed"] == 1
+    assert [(t["turn_id"], t["status"]) for t in log.transcript] == \
+        [(2, "backchannel"), (1, "answered")], log.transcript
+    assert log.transcript[1]["assistant"] == \
+        "Sure thing. I can help with that. Here is a third sentence."
+    assert [m.role for m in orch.history] == ["user", "assistant"]
+    assert len(s.stages.llm.requests) == 1  # "Okay." was never answered
+
+
+def test_words_after_a_backchannel_taken_at_its_early_endpoint_are_a_new_turn(default_config):
+    # "Okay." at 3.0 s is taken as a backchannel at its early endpoint and the reply
+    # resumes; the user goes on at 3.6 s within the same utterance: that is new speech
+    # over the reply, which ends interrupted, and the whole utterance is the next turn
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    asr = SayingASR(["Book a table for two.", "Okay.", "Okay. Make it three."])
+    s = adaptive_session(default_config, [(1.0, 2.0), (3.0, 4.2)], [(3.3, 3.6)], 12.0, eot,
+                         asr=asr, endpoint_s=1.0)
+    statuses = [(t["turn_id"], t["status"]) for t in s.log.transcript]
+    assert statuses == [(2, "backchannel"), (1, "interrupted"), (2, "answered")], \
+        s.log.transcript
+    assert s.log.transcript[2]["user"] == "Okay. Make it three."
+    assert [m.role for m in s.orchestrator.history] == ["user", "assistant"] * 2
