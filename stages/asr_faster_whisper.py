@@ -159,16 +159,15 @@ class FasterWhisperASR(ASRStage):
             try:
                 res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
                                     cfg.window_floor_s, cfg.beam_size, abandoned)
+                if res.rejected is None:
+                    self.stats["repaired" if res.repaired else "short"] += 1
+                    return res.text, cfg.language
+                self.stats["fallback"] += 1
+                if abandoned is not None and abandoned():
+                    raise Abandoned()
             except Abandoned:
                 self.stats["abandoned"] += 1
                 raise
-            if res.rejected is None:
-                self.stats["repaired" if res.repaired else "short"] += 1
-                return res.text, cfg.language
-            self.stats["fallback"] += 1
-            if abandoned is not None and abandoned():
-                self.stats["abandoned"] += 1
-                raise Abandoned()
         else:
             self.stats["padded"] += 1
         return self.transcribe_padded(audio)
