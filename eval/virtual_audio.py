@@ -144,6 +144,15 @@ class VirtualRoom:
             subprocess.run(["pactl", "unload-module", mod], capture_output=True, env=self._env)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before exec: SIGINT (and SIGQUIT) back to their default. A
+    non-interactive shell starts a background job with both ignored, the child inherits
+    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C of ``stop``
+    did nothing and the session ran on (a test suite started with ``&``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class LiveSession:
     """`python -m pipeline run` (live mode) as a subprocess in a virtual room."""
 
@@ -154,7 +163,7 @@ class LiveSession:
             [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output-dir",
              str(out_dir), *(extra or [])], cwd=root,
             env={**room.env(), "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+            stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
         self._out: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -189,8 +198,11 @@ class LiveSession:
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            # it did not stop: abort it, so that faulthandler (PYTHONFAULTHANDLER, set
-            # above) prints every thread's stack, and fail with them
+            # it did not stop: have it print its asyncio tasks (SIGUSR1), then abort it,
+            # so that faulthandler (PYTHONFAULTHANDLER, set above) prints every thread's
+            # stack, and fail with them
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.proc.send_signal(signal.SIGABRT)
             self.proc.wait(timeout=10)
             self._reader.join(timeout=5)

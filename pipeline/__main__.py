@@ -104,7 +104,9 @@ def _run_stoppable(coro) -> bool:
             nonlocal terminated
             terminated = True
             task.cancel()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+        loop.add_signal_handler(signal.SIGUSR1, _print_tasks)
         await coro
 
     try:
@@ -113,6 +115,33 @@ def _run_stoppable(coro) -> bool:
         if not terminated:
             raise
     return terminated
+
+
+def _print_tasks() -> None:
+    """SIGUSR1: every asyncio task, the chain of awaits it is suspended in, and every
+    suspended async generator (an ``async for`` hides the chain), on stderr. A session
+    that hangs is idle in the event loop, where faulthandler's thread stacks show nothing."""
+    import gc
+    import inspect
+
+    def chain(awaited) -> None:
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                print(f"    waits for {awaited!r}", file=sys.stderr)
+                return
+            print(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}",
+                  file=sys.stderr)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=sys.stderr)
+        chain(task.get_coro())
+    for obj in gc.get_objects():
+        if inspect.isasyncgen(obj) and obj.ag_frame is not None and obj.ag_await is not None:
+            print("--- a suspended async generator", file=sys.stderr)
+            chain(obj)
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .echo import EchoGate, EchoReference, SpeexAEC, TimedResampler
 from .events import AudioChunk, AudioFrame
 from .session import Session
 from .sinks import AudioSink, Placed, PlayedText, played_text
+from .waits import get_within
 
 
 class SpeakerSink(AudioSink):
@@ -187,7 +188,7 @@ class MicSource:
         try:
             while True:
                 try:
-                    data, at = await asyncio.wait_for(queue.get(), self.CHECK_S)
+                    data, at = await get_within(queue, self.CHECK_S)
                 except TimeoutError:  # a stream PortAudio ended never calls back again
                     self._check()
                     continue

@@ -45,6 +45,7 @@ from .events import AudioChunk, AudioFrame
 from .observers import Observer
 from .sinks import FileSink, PlayedText
 from .turn import Turn
+from .waits import get_within
 
 RATE = 24000  # the Realtime API's PCM16 rate, both ways
 MAX_INSTRUCTIONS = 4000  # characters: a system prompt, within the history's token budget
@@ -165,7 +166,7 @@ class InputAudio:
         pending = np.zeros(0, np.float32)
         while True:
             try:
-                item = await asyncio.wait_for(self._queue.get(), IDLE_S)
+                item = await get_within(self._queue, IDLE_S)
             except TimeoutError:
                 # the client sends nothing (a muted microphone): silence, so that turns
                 # still end, replies are recorded and cancels are done; not in its stream

@@ -2,8 +2,10 @@
 recorded as cut, the transcript is complete, the exit code says what happened, and
 no thread or child process is left behind."""
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,3 +126,77 @@ def test_the_cli_stops_cleanly_on_a_signal(tmp_path, corpus, sig, code, wait_for
         assert turn["user"] and turn["assistant"]
         assert turn["status"] in ("answered", "interrupted")
         assert (out / "conversation.wav").stat().st_size > 0
+
+
+def test_sigusr1_prints_where_each_task_waits(capsys):
+    # the diagnostics of a hang: a task suspended inside an ``async for`` over an async
+    # generator shows the generator's own await, which the task's chain cannot reach
+    from pipeline.__main__ import _print_tasks
+
+    async def frames():
+        await asyncio.Event().wait()  # never set: the generator waits here
+        yield 1
+
+    async def consume():
+        async for _ in frames():
+            pass
+
+    async def main():
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)
+        _print_tasks()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    err = capsys.readouterr().err
+    assert "coro=<test_sigusr1_prints_where_each_task_waits.<locals>.consume()" in err, err
+    # the generator's chain reaches the event it waits on
+    assert re.search(r"--- a suspended async generator\n\s+\S+ frames\n\s+\S+locks.py:\d+ wait",
+                     err), err
+
+
+@pytest.mark.parametrize("ticks", range(6))
+def test_a_cancel_as_a_frame_arrives_stops_the_frame_loop(ticks):
+    # Ctrl-C cancels the session's task; with asyncio.wait_for (Python 3.11) around the
+    # microphone queue, a cancel that came just as a frame was queued was lost and the
+    # live session ran on (ticks 0-2 lost it there). ``get_within`` loses none.
+    from pipeline.waits import get_within
+
+    async def main():
+        queue, got = asyncio.Queue(), []
+
+        async def frame_loop():
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    got.append(await get_within(queue, 5.0))
+
+        task = asyncio.ensure_future(frame_loop())
+        await asyncio.sleep(0)
+        queue.put_nowait("frame")
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        task.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        stopped = task.done() and task.cancelled()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return stopped, got, queue.qsize()
+
+    stopped, got, left = asyncio.run(main())
+    assert stopped
+    assert len(got) + left == 1  # the frame was taken or is still queued, never dropped
+
+
+def test_the_time_limit_leaves_the_queue_as_it_was():
+    from pipeline.waits import get_within
+
+    async def main():
+        queue = asyncio.Queue()
+        with pytest.raises(TimeoutError):
+            await get_within(queue, 0.01)
+        queue.put_nowait(1)
+        return await get_within(queue, 0.01)
+
+    assert asyncio.run(main()) == 1
