@@ -87,6 +87,8 @@ class Orchestrator:
         # an utterance taken as no words (or echo, a backchannel) at its early endpoint,
         # before the VAD closed it: that close is not a turn of its own
         self._resolved_early: Optional[int] = None
+        self._superseded: list[asyncio.Future] = []  # turns being ended by ``_open``
+        self._last_reply: Optional[Turn] = None  # the newest recorded turn that spoke
         self._backchannels = {_plain(b) for b in pc.backchannels}
         self.ready_s: Optional[float] = None
         self._stop_requested = False
@@ -94,7 +96,7 @@ class Orchestrator:
                       "speculative_discarded": 0, "speculative_wasted_s": 0.0,
                       "early_endpoints": 0, "reopened": 0, "resumed": 0,
                       "listen_ahead_prefills": 0, "listen_ahead_tokens": 0,
-                      "listen_ahead_abandoned": 0,
+                      "listen_ahead_abandoned": 0, "superseded": 0,
                       "deferred_replies": 0, "deferred_discarded": 0,
                       "speculative_reply_wasted_s": 0.0}
         # verdict -> first audio of recent turns: how early a deferred reply must start
@@ -329,6 +331,16 @@ class Orchestrator:
 
     def _open(self, turn: Turn, ended: SpeechEnded) -> None:
         """The turn is the endpoint's: it may play."""
+        previous = self._turn
+        if previous is not None and previous is not turn:
+            # every path records the current turn (or holds it) before another opens; one
+            # that did not would lose it without a record: it ends, interrupted, instead
+            self._turn = None
+            self.stats["superseded"] += 1
+            self.observers.notice(f"  (turn {previous.turn_id} superseded by turn "
+                                  f"{turn.turn_id}: recorded as interrupted)")
+            self._superseded.append(asyncio.ensure_future(
+                self._finish(previous, stop_playback=True)))
         turn.go.set()
         turn.ended = ended
         turn.timeline.mark("user_speech_end", ended.speech_end)
@@ -372,18 +384,32 @@ class Orchestrator:
             return None
         return text if held.turn_id != turn.turn_id else _beyond(held.user_text, text)
 
-    def _own_words(self, turn: Turn, said: str) -> bool:
-        """Are the words said over the held reply its own (its echo), not the user's?
-        They must match, in order, the chunks the speaker was playing while the
-        utterance was spoken (from ``OWN_WORDS_SLACK_S`` before it: the echo path and
-        the VAD's padding)."""
-        held = self._held
-        if held is None or not self.config.pipeline.ignore_own_words:
+    def _own_words(self, turn: Turn, said: str, reply: Optional[Turn] = None) -> bool:
+        """Are the words said over the held reply (or ``reply``) its own (its echo), not
+        the user's? They must match, in order, the chunks the speaker was playing while
+        the utterance was spoken (from ``OWN_WORDS_SLACK_S`` before it: the echo path
+        and the VAD's padding)."""
+        reply = reply or self._held
+        if reply is None or not self.config.pipeline.ignore_own_words:
             return False
         end = turn.ended.speech_end
         start = end - len(turn.ended.audio) / PIPELINE_RATE - OWN_WORDS_SLACK_S
-        playing = " ".join(q.text for q in held.queued if q.start < end and q.end > start)
+        playing = " ".join(q.text for q in reply.queued if q.start < end and q.end > start)
         return _echoes(said, playing)
+
+    def _tail_echo(self, turn: Turn, text: str) -> bool:
+        """Is ``turn``'s utterance the echo of the end of the reply before it, heard as
+        speech once that reply had played out? The microphone hears a reply later than
+        the speaker plays it; echo that began under the reply (too faint, or judged echo,
+        to be a barge-in then) ends after it, where it then starts an utterance whose
+        pre-roll reaches back over it (seen live, half-duplex, 1 whole-file run in 4)."""
+        last = self._last_reply
+        if last is None or last.status != "answered" or last is turn or not last.queued:
+            return False
+        start = turn.ended.speech_end - len(turn.ended.audio) / PIPELINE_RATE
+        # the utterance's audio (with its pre-roll) began while the reply was playing:
+        # words said after it are the user's, even the reply's own ("the capital of...")
+        return start < last.queued[-1].end and self._own_words(turn, text, last)
 
     async def _drop_held(self) -> None:
         """The user said something: the held reply ends, interrupted (or, if the user
@@ -415,6 +441,18 @@ class Orchestrator:
         """The session ends. At the end of the input a finished reply may play out;
         when the session is stopped (Ctrl-C, SIGTERM, an error), playback stops too."""
         await self._end_turn(stop_playback=stopped, prefill=False)
+        await self._settle_superseded()
+
+    async def _settle_superseded(self) -> None:
+        """Wait until every superseded turn is recorded (shielded: a turn cancelled
+        while it waits does not cancel the recording)."""
+        while self._superseded:
+            pending = list(self._superseded)
+            await asyncio.shield(asyncio.wait(pending))
+            self._superseded = [f for f in self._superseded if f not in pending]
+            for done in pending:
+                if not done.cancelled() and done.exception() is not None:
+                    raise done.exception()
 
     async def _end_turn(self, stop_playback: bool, speech_started: Optional[float] = None,
                         prefill: bool = True, reopened: bool = False) -> None:
@@ -424,8 +462,13 @@ class Orchestrator:
         an early endpoint) is logged, not added to the history: its words come back
         in the whole utterance."""
         turn, self._turn = self._turn, None
-        if turn is None:
-            return
+        if turn is not None:
+            await self._finish(turn, stop_playback, speech_started, prefill, reopened)
+
+    async def _finish(self, turn: Turn, stop_playback: bool,
+                      speech_started: Optional[float] = None, prefill: bool = True,
+                      reopened: bool = False) -> None:
+        """End and record ``turn``, no longer the current one (see ``_end_turn``)."""
         cut = turn.computing
         if cut:
             turn.task.cancel()  # takes effect at its next await, after the stop below
@@ -480,7 +523,10 @@ class Orchestrator:
             elif said is not None and _takes_turn(said, self._backchannels):
                 await self._drop_held()  # recorded before this turn's prompt is built
                 said = None
+            elif said is None and self._tail_echo(turn, transcript.text):
+                turn.echo, said = True, transcript.text  # logged, not answered
             if said is None and transcript.text:
+                await self._settle_superseded()  # in the history before this prompt
                 with naming("llm", "building the prompt: "):  # the chat template, the tokenizer
                     messages = await self.conversation.prompt(transcript.text,
                                                               transcript.language)
@@ -543,6 +589,8 @@ class Orchestrator:
     def _record(self, turn: Turn, cut: bool = False, prefill: bool = True) -> None:
         """The turn is over: its one status, the history, the log lines."""
         turn.settle(cut)
+        if turn.queued:
+            self._last_reply = turn
         if turn.status not in NOT_TAKEN:
             self.conversation.record(turn.user_text, turn.reply_text, turn.language,
                                      interrupted=turn.status != "answered")

@@ -36,9 +36,10 @@ class ScriptedVAD(FakeStage):
     ``script = [(start_s, end_s), ...]``; the endpoint comes ``endpoint_s`` after end."""
     kind = "vad"
 
-    def __init__(self, script, endpoint_s=0.3, pause_s=0.064, resumes=()):
+    def __init__(self, script, endpoint_s=0.3, pause_s=0.064, resumes=(), audio_s=0.1):
         super().__init__(max_utterance_s=60.0, min_silence_ms=300, speech_pad_ms=0)
         self.script = script
+        self.audio_s = audio_s  # the length of each utterance's audio (silence)
         self.endpoint_s = endpoint_s
         self.pause_s = pause_s
         self.resumes = resumes  # (pause_at, resume_at) inside an utterance
@@ -55,7 +56,7 @@ class ScriptedVAD(FakeStage):
         async for frame in frames:
             while pending and frame.t >= pending[0][0]:
                 _, kind, turn_id, at = pending.pop(0)
-                audio = np.zeros(1600, np.float32)
+                audio = np.zeros(int(self.audio_s * 16000), np.float32)
                 if kind == "start":
                     yield SpeechStarted(turn_id, clock.now(), speech_start=at)
                 elif kind == "pause":

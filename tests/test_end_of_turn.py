@@ -438,3 +438,56 @@ def test_words_after_a_backchannel_taken_at_its_early_endpoint_are_a_new_turn(de
         s.log.transcript
     assert s.log.transcript[2]["user"] == "Okay. Make it three."
     assert [m.role for m in s.orchestrator.history] == ["user", "assistant"] * 2
+
+
+def test_a_turn_replaced_by_a_path_that_forgot_it_is_recorded_not_lost(default_config,
+                                                                        monkeypatch):
+    # The safety net under the fix above: with that fix taken out, the VAD's close of
+    # "Okay." launches it again as a turn, which opens while the resumed reply is the
+    # current turn. The reply must still be recorded (interrupted), not dropped.
+    from pipeline.orchestrator import Orchestrator
+    commit = Orchestrator._commit
+
+    async def forgetful_commit(self, ended):
+        self._resolved_early = None
+        await commit(self, ended)
+
+    monkeypatch.setattr(Orchestrator, "_commit", forgetful_commit)
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    s = adaptive_session(default_config, [(1.0, 2.0), (3.0, 3.3)], (), 10.0, eot,
+                         asr=SayingASR(["Book a table for two.", "Okay."]), endpoint_s=1.0)
+    orch, log = s.orchestrator, s.log
+    assert orch.stats["superseded"] == 1
+    statuses = [(t["turn_id"], t["status"]) for t in log.transcript]
+    assert statuses == [(2, "backchannel"), (1, "interrupted"), (2, "answered")], statuses
+    # the interrupted reply is in the history before the prompt of the turn after it
+    assert [m.role for m in orch.history] == ["user", "assistant"] * 2
+    assert s.stages.llm.requests[1].messages[-3].content == "Book a table for two."
+
+
+@pytest.mark.parametrize("heard, audio_s, status", [
+    ("Here is a third sentence.", 1.4, "echo"),  # began under the reply: its echo
+    ("What about tomorrow?", 1.4, "answered"),  # began under it, other words: the user's
+    ("Here is a third sentence.", 0.3, "answered")])  # said after it: the user's
+def test_the_echo_of_a_replys_end_heard_after_it_played_out_is_not_a_turn(
+        default_config, heard, audio_s, status):
+    # The microphone hears the reply later than the speaker plays it: the echo of its last
+    # words, too faint to be a barge-in under the reply, can start an utterance just after
+    # it played out, whose pre-roll reaches back under the reply (seen live, half-duplex).
+    # Words that match what was playing then are logged as echo; other words are a turn.
+    def session(script, texts, seconds, audio_s=0.1):
+        stages = Stages(vad=ScriptedVAD(script, endpoint_s=1.0, audio_s=audio_s),
+                        asr=SayingASR(texts), llm=FakeLLM(), tts=FakeTTS())
+        s = fake_session(default_config, stages, end_of_turn=ScriptedEndOfTurn(silence_s=0.1))
+        run_session(s, seconds)
+        return s
+
+    alone = session([(1.0, 2.0)], ["Book a table for two."], 12.0)
+    played_out = alone.orchestrator._last_reply.queued[-1].end
+    s = session([(1.0, 2.0), (played_out + 0.05, played_out + 0.35)],
+                ["Book a table for two.", heard], played_out + 4.0, audio_s)
+    statuses = [(t["turn_id"], t["status"]) for t in s.log.transcript]
+    assert statuses == [(1, "answered"), (2, status)], statuses
+    assert len(s.stages.llm.requests) == (1 if status == "echo" else 2)
+    assert [m.role for m in s.orchestrator.history] == \
+        ["user", "assistant"] * len(s.stages.llm.requests)
