@@ -54,8 +54,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "sentence end read without Whisper's final period (off: end-of-turn token after it)":
         {"pipeline": {"eot_sentence_end": False, "eot_complete_logprob": -2.5}},
     "speculative end of turn": {"pipeline": {"speculative": False}},
-    # off by default (see pipeline.listen_ahead, vad.relative_drop): a profile that turns
-    # them on gets their rows
+    # listen-ahead is on in the default profile only; a profile without it (or without
+    # vad.relative_drop, off by default) gets no row for it
     "listen-ahead (partial transcripts prefill the LLM during speech)":
         {"pipeline": {"listen_ahead": False}, "asr": {"partials": False}},
     "first-chunk threads (llm.first_chunk_threads: 2 until the first chunk)":

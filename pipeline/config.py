@@ -109,9 +109,8 @@ class PipelineSettings(Strict):
         "LLM with the prompt it gives, less its last word: at the pause only the message's "
         "tail is left to prefill. At a pause, a partial decode still in its encoder skips its "
         "decoder, so the final transcript waits less for the CPU. Skipped while a reply is "
-        "being computed. Off by default: faster here (README), but with it on, a live "
-        "half-duplex session lost a turn's record (README, seventh session); that loss is "
-        "fixed, and listen-ahead was not measured live again since.")
+        "being computed. Off unless a profile asks; on in configs/default.yaml since the "
+        "eighth session (README), where the live tests passed with it.")
     listen_ahead_ms: int = Field(
         640, ge=160, description="listen_ahead: audio between two partial transcripts.")
     endpointing: Literal["adaptive", "fixed"] = Field(

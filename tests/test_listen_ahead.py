@@ -19,7 +19,7 @@ LONG = "librivox_sense-and-sensibility-01-0890"  # ~6 s of one sentence
 
 @pytest.fixture(scope="module")
 def listening(default_config):
-    """The default profile with listen-ahead on (it is off by default)."""
+    """Listen-ahead on (as in the default profile, whatever it says)."""
     return default_config.replace(pipeline={"listen_ahead": True}, asr={"partials": True})
 
 
@@ -158,9 +158,24 @@ def test_listen_ahead_prefills_during_a_long_utterance_in_file_mode(tmp_path, co
     assert len(answered) == 1 and answered[0]["assistant"], session.log.transcript
 
 
-def test_listen_ahead_is_off_by_default_and_loads_no_second_decoder(default_config, asr):
-    assert not default_config.pipeline.listen_ahead and not default_config.asr.partials
-    assert not asr.has_partials
+def test_listen_ahead_is_on_in_the_default_profile_and_off_where_a_profile_is_silent(
+        default_config, asr):
+    from pipeline.config import load_config
+    from stages.asr_faster_whisper import FasterWhisperASR
+    from tests.conftest import ROOT
+
+    assert default_config.pipeline.listen_ahead and default_config.asr.partials
+    assert asr.has_partials
+    # the keys' own defaults are off: a profile that does not ask (a large Whisper, a
+    # server LLM) loads no second decoder replica
+    fast = load_config(ROOT / "configs" / "fast.yaml")
+    assert not fast.pipeline.listen_ahead and not fast.asr.partials
+    stage = FasterWhisperASR(fast.asr)
+    asyncio.run(stage.start())
+    try:
+        assert not stage.has_partials
+    finally:
+        asyncio.run(stage.aclose())
 
 
 def test_the_end_of_turn_batch_prefills_the_whole_reply_prompt(default_config):
