@@ -402,7 +402,7 @@ class Orchestrator:
         speech once that reply had played out? The microphone hears a reply later than
         the speaker plays it; echo that began under the reply (too faint, or judged echo,
         to be a barge-in then) ends after it, where it then starts an utterance whose
-        pre-roll reaches back over it (seen live, half-duplex, 1 whole-file run in 4)."""
+        pre-roll reaches back over it (seen live, half-duplex: 2 whole-file runs in 7)."""
         last = self._last_reply
         if last is None or last.status != "answered" or last is turn or not last.queued:
             return False
