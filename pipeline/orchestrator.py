@@ -393,7 +393,7 @@ class Orchestrator:
         if reply is None or not self.config.pipeline.ignore_own_words:
             return False
         end = turn.ended.speech_end
-        start = end - len(turn.ended.audio) / PIPELINE_RATE - OWN_WORDS_SLACK_S
+        start = _began(turn) - OWN_WORDS_SLACK_S
         playing = " ".join(q.text for q in reply.queued if q.start < end and q.end > start)
         return _echoes(said, playing)
 
@@ -403,13 +403,12 @@ class Orchestrator:
         the speaker plays it; echo that began under the reply (too faint, or judged echo,
         to be a barge-in then) ends after it, where it then starts an utterance whose
         pre-roll reaches back over it (seen live, half-duplex: 2 whole-file runs in 7)."""
-        last = self._last_reply
-        if last is None or last.status != "answered" or last is turn or not last.queued:
+        last = self._last_reply  # recorded, so not ``turn``; it has chunks
+        if last is None or last.status != "answered":
             return False
-        start = turn.ended.speech_end - len(turn.ended.audio) / PIPELINE_RATE
         # the utterance's audio (with its pre-roll) began while the reply was playing:
         # words said after it are the user's, even the reply's own ("the capital of...")
-        return start < last.queued[-1].end and self._own_words(turn, text, last)
+        return _began(turn) < last.queued[-1].end and self._own_words(turn, text, last)
 
     async def _drop_held(self) -> None:
         """The user said something: the held reply ends, interrupted (or, if the user
@@ -611,6 +610,11 @@ class Orchestrator:
         if prefill:
             self.conversation.prefill()
         self.observers.status("listening")
+
+
+def _began(turn: Turn) -> float:
+    """When the audio of ``turn``'s utterance begins (its pre-roll included)."""
+    return turn.ended.speech_end - len(turn.ended.audio) / PIPELINE_RATE
 
 
 def _plain(text: str) -> str:
