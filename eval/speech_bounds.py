@@ -7,7 +7,9 @@ through a 50 ms running median, so a click in the room noise (shorter than
 30 ms) does not count either. A window is voiced when that smoothed energy is
 12 dB above the clip's noise floor (its 10th-percentile window), the threshold
 kept between 35 and 25 dB below the loudest window. The end is the end of the
-last voiced window. A noisy clip uses its clean twin's boundary.
+last voiced window. A noisy clip uses its clean twin's boundary. The longest pause
+inside the speech is the longest run of unvoiced windows between voiced ones (the
+pauses benchmark files a clip by it).
 
 Checked against Silero's own end on the corpus' clean clips
 (tests/test_speech_bounds.py): Silero ends 56 ms after this boundary at the
@@ -39,22 +41,36 @@ def band_energy(audio: np.ndarray, rate: int = 16000, lo_hz: float = 300.0,
     return spec[:, (freqs >= lo_hz) & (freqs <= hi_hz)].sum(axis=1) + 1e-20
 
 
-def speech_span(audio: np.ndarray, rate: int = 16000, lowest_db: float = -35.0,
-                highest_db: float = -25.0, above_noise_db: float = 12.0) -> tuple[float, float]:
-    """(start, end) of the speech in ``audio``, seconds."""
+def voiced_hops(audio: np.ndarray, rate: int = 16000, lowest_db: float = -35.0,
+                highest_db: float = -25.0, above_noise_db: float = 12.0) -> np.ndarray:
+    """Indices of the 10 ms hops whose 20 ms window is voiced."""
     energy = band_energy(audio, rate)
     if len(energy) == 0:
-        return 0.0, 0.0
+        return np.zeros(0, int)
     db = 10 * np.log10(energy / energy.max())
     # running median: a sound shorter than 30 ms (a click) vanishes, edges stay put
     half = SMOOTH // 2
     padded = np.pad(db, half, mode="edge")
     smooth_db = np.median(np.lib.stride_tricks.sliding_window_view(padded, SMOOTH), axis=1)
     threshold = min(max(lowest_db, float(np.percentile(db, 10)) + above_noise_db), highest_db)
-    voiced = np.flatnonzero(smooth_db > threshold)
+    return np.flatnonzero(smooth_db > threshold)
+
+
+def speech_span(audio: np.ndarray, rate: int = 16000) -> tuple[float, float]:
+    """(start, end) of the speech in ``audio``, seconds."""
+    voiced = voiced_hops(audio, rate)
     if len(voiced) == 0:
         return 0.0, 0.0
     return voiced[0] * HOP / rate, (voiced[-1] * HOP + WIN) / rate
+
+
+def longest_pause(audio: np.ndarray, rate: int = 16000) -> float:
+    """The longest silence inside the speech, seconds: from the end of one voiced window
+    to the start of the next."""
+    voiced = voiced_hops(audio, rate)
+    if len(voiced) < 2:
+        return 0.0
+    return max(0.0, float(np.diff(voiced).max() * HOP - WIN) / rate)
 
 
 def clean_twin(clip: Clip, clips: list[Clip]) -> Clip:

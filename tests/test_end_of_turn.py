@@ -261,6 +261,31 @@ def test_the_pauses_score_counts_premature_split_and_late():
     assert r["premature_rate"] == pytest.approx(1 / 3) and r["split_utterances"] == 1
     assert r["late_endpoints"] == 1
     assert [row["v2v_ms"] for row in r["rows"]] == pytest.approx([400, 1300, 500])
+    assert r["utterances_pauses_upto_1s"] == 3
+
+
+def test_the_pauses_set_up_to_1s_leaves_out_a_clip_with_a_longer_pause_of_its_own():
+    """A natural clip whose own longest pause (measured) is over 1 s is not in the
+    target's set; a split item counts by its inserted silence."""
+    class C:
+        def __init__(self, i):
+            self.id = i
+
+    items = [Item(C("digits"), np.zeros(1), 3.0, "natural", longest_pause_ms=1430),
+             Item(C("read"), np.zeros(1), 2.0, "natural", longest_pause_ms=340),
+             Item(C("c+1200ms"), np.zeros(1), 3.0, "split", 1200, longest_pause_ms=None),
+             Item(C("d+800ms"), np.zeros(1), 3.0, "split", 800)]
+    users = [UserTurn(it.clip, 10.0 * i, 10.0 * i + 3.0) for i, it in enumerate(items)]
+    records = [  # the digits answered between their groups (premature), the rest once
+        {"user_speech_end": 1.0, "status": "answered", "playback_start": 1.5},
+        {"user_speech_end": 3.0, "status": "answered", "playback_start": 3.4},
+        *({"user_speech_end": 10.0 * i + 3.0, "status": "answered",
+           "playback_start": 10.0 * i + 3.4} for i in (1, 2, 3))]
+    r = score(users, items, records, 40.0)
+    assert [row["pause_class_ms"] for row in r["rows"]] == [1430, 340, 1200, 800]
+    assert r["premature_rate"] == pytest.approx(1 / 4) and r["split_utterances"] == 1
+    assert r["utterances_pauses_upto_1s"] == 2
+    assert r["premature_rate_pauses_upto_1s"] == 0 and r["split_utterances_pauses_upto_1s"] == 0
 
 
 def test_a_pause_after_a_complete_clause_is_reopened_and_merged_in_file_mode(

@@ -58,3 +58,23 @@ def test_real_clips_end_where_silero_hears_the_end(corpus, default_config):
     assert len(lags) >= 20
     assert lags.min() > -0.05, lags
     assert 0.0 < np.median(lags) < 0.1, lags
+
+
+def test_the_longest_pause_inside_real_speech(corpus):
+    """The pauses benchmark files a clip by its longest inner pause: the digit string
+    is read with gaps of over a second, a read sentence has none; 800 ms of silence
+    put between two words of a real clip measure as 800 ms plus the gap already there."""
+    from eval.speech_bounds import longest_pause
+
+    by_id = {c.id: c for c in corpus}
+    digits = read_wav(by_id["cmusphinx_digits-10001-90210-01803"].path)
+    assert longest_pause(digits) > 1.0
+    sentence = read_wav(by_id["ljspeech_LJ001-0005"].path)
+    assert 0.1 < longest_pause(sentence) < 0.6
+    start, end = speech_span(sentence)
+    middle = int((start + end) / 2 * RATE)
+    quiet = middle + int(np.argmin([np.abs(sentence[i:i + 320]).mean()
+                                    for i in range(middle - 8000, middle + 8000, 160)]) * 160) - 8000
+    paused = np.concatenate([sentence[:quiet], np.zeros(int(0.8 * RATE), np.float32),
+                             sentence[quiet:]])
+    assert 0.8 <= longest_pause(paused) < 0.8 + longest_pause(sentence) + 0.05
