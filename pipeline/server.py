@@ -277,8 +277,9 @@ class Server:
                     task.cancel()
                     await asyncio.wait([task])
             outgoing.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writing, 5)
+            with contextlib.suppress(Exception):  # the writer's own error was sent or logged
+                async with asyncio.timeout(5):  # not wait_for: it can lose a cancel (waits.py)
+                    await writing
             writing.cancel()
 
     async def _receive(self, ws: web.WebSocketResponse, session: Session, audio_in: InputAudio,
