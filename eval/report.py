@@ -69,6 +69,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"first_audio_priority": False}},
     "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
+    "incremental transcription (asr.incremental: after an inner pause, the rest only)":
+        {"asr": {"incremental": False}},
     "first-clause TTS (clause or max_first_words first chunk)":
         {"pipeline": {"first_clause": False}},
     "four-word first chunk (pipeline.max_first_words: 4; off: 6, as before)":

@@ -84,6 +84,22 @@ def trim_repeat(text: str) -> Optional[str]:
     return None
 
 
+def join_segments(head: str, tail: str) -> str:
+    """One transcript from those of an utterance's two pieces, cut at an inner pause:
+    Whisper ends the first with a full stop and starts the second with a capital
+    ("...and rather selfish. Is to be ill-disposed."), which the sentence-end reading of
+    the end of turn must not see. Other punctuation ("...", ",", "?") stays."""
+    head, tail = head.strip(), tail.strip()
+    if not head or not tail:
+        return head or tail
+    if head.endswith(".") and not head.endswith(("...", "…")):
+        head = head[:-1]
+        first, _, rest = tail.partition(" ")
+        if len(first) > 1 and first[0].isupper() and first[1:].islower():
+            tail = (first[0].lower() + first[1:] + (" " + rest if rest else "")).strip()
+    return f"{head} {tail}"
+
+
 class Abandoned(Exception):
     """The caller gave up on this decode (speech resumed): it stopped after the encoder."""
 
