@@ -101,15 +101,15 @@ def test_a_transcription_given_up_skips_its_decoder(asr, corpus, monkeypatch):
 
     started, real = threading.Event(), asr.transcribe
 
-    def transcribe(audio, abandoned=None):
+    def transcribe(audio, abandoned=None, turn_id=None):
         started.set()
-        return real(audio, abandoned)
+        return real(audio, abandoned, turn_id)
 
     monkeypatch.setattr(asr, "transcribe", transcribe)
 
     async def speech_resumes():
         task = asyncio.ensure_future(asr.recognize(SpeechEnded(1, 26.0, 26.0, audio)))
-        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 60)
         task.cancel()  # the 29 s window's encoder takes well over 100 ms
         with pytest.raises(asyncio.CancelledError):
             await task
