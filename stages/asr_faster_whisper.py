@@ -182,26 +182,25 @@ class FasterWhisperASR(ASRStage):
         return (cfg.short_window and self._tokenizer is not None
                 and len(audio) / SAMPLE_RATE + cfg.window_margin_s <= 30)
 
+    def _keeps(self, audio: np.ndarray) -> bool:
+        """A transcript of ``audio`` is worth keeping as an utterance's beginning."""
+        cfg = self.config
+        return (cfg.incremental and self._tokenizer is not None
+                and len(audio) >= cfg.incremental_min_s * SAMPLE_RATE)
+
     def _usable_head(self, audio: np.ndarray, turn_id: Optional[int]) -> Optional[Head]:
-        """The kept transcript of this utterance's beginning, if the tail after it is
-        long enough and ``audio`` starts with the very samples it was made from."""
-        head, cfg = self._head, self.config
-        if (head is None or turn_id is None or head.turn_id != turn_id or not cfg.incremental
-                or not head.text):
+        """The kept transcript of this utterance's beginning (kept heads are long
+        enough), if the tail after it is long enough too and ``audio`` starts with the
+        very samples it was made from."""
+        head = self._head
+        if head is None or turn_id is None or head.turn_id != turn_id or not head.text:
             return None
-        least = int(cfg.incremental_min_s * SAMPLE_RATE)
-        tail = audio[head.n - OVERLAP:]
-        if (head.n < least or len(audio) - head.n < least
+        if (len(audio) - head.n < self.config.incremental_min_s * SAMPLE_RATE
                 or not np.array_equal(audio[:len(head.first)], head.first)
                 or not np.array_equal(audio[head.n - len(head.last):head.n], head.last)
-                or not self._short_window_fits(tail)):
+                or not self._short_window_fits(audio[head.n - OVERLAP:])):
             return None
         return head
-
-    def _remember(self, audio: np.ndarray, turn_id: Optional[int], text: str) -> None:
-        if self.config.incremental and turn_id is not None:
-            self._head = Head(turn_id, len(audio), audio[:OVERLAP].copy(),
-                              audio[-OVERLAP:].copy(), text)
 
     def transcribe(self, audio: np.ndarray, abandoned: Optional[Callable[[], bool]] = None,
                    turn_id: Optional[int] = None) -> tuple[str, str]:
@@ -211,8 +210,9 @@ class FasterWhisperASR(ASRStage):
         after the short window's encoder and before a fallback decode; True raises
         whisper_window.Abandoned."""
         text, language = self._transcribe(audio, abandoned, turn_id)
-        if len(audio) >= self.config.incremental_min_s * SAMPLE_RATE:
-            self._remember(audio, turn_id, text)
+        if turn_id is not None and self._keeps(audio):
+            self._head = Head(turn_id, len(audio), audio[:OVERLAP].copy(),
+                              audio[-OVERLAP:].copy(), text)
         return text, language
 
     def _transcribe(self, audio: np.ndarray, abandoned: Optional[Callable[[], bool]],
@@ -311,8 +311,7 @@ class FasterWhisperASR(ASRStage):
             text, language = await self.worker.call(self.transcribe, ended.audio, gave_up.is_set,
                                                     ended.turn_id)
         except asyncio.CancelledError:
-            if not (self.config.incremental and self._tokenizer is not None and len(ended.audio)
-                    >= self.config.incremental_min_s * SAMPLE_RATE):
+            if not self._keeps(ended.audio):
                 gave_up.set()
             raise
         return Transcript(ended.turn_id, clock.now(), text=text, language=language)

@@ -29,7 +29,7 @@ def incremental_asr(default_config):
 
 
 def vad_audio(config, corpus):
-    """The audio the VAD hands over at the utterance's inner pauses (those the user
+    """The audio the VAD hands over at an inner pause of the utterance (one the user
     went on after) and at its end."""
     from stages.vad_silero import SileroVAD
 
@@ -45,16 +45,16 @@ def vad_audio(config, corpus):
     inner = [ev for ev, nxt in zip(evs, evs[1:])
              if isinstance(ev, SpeechPaused) and isinstance(nxt, SpeechResumed)]
     [ended] = [ev for ev in evs if isinstance(ev, SpeechEnded)]
-    return clip, inner, ended
+    # the last inner pause with a second or more of speech before it and after it
+    paused = [p for p in inner if len(p.audio) >= 16000 and len(ended.audio) - len(p.audio)
+              >= 16000][-1]
+    return clip, paused, ended
 
 
 def test_only_the_rest_of_the_utterance_is_decoded_after_an_inner_pause(
         default_config, corpus, incremental_asr):
     asr = incremental_asr
-    clip, inner, ended = vad_audio(default_config, corpus)
-    # an inner pause with a second or more of speech before it and after it
-    paused = [p for p in inner if len(p.audio) >= 16000 and len(ended.audio) - len(p.audio)
-              >= 16000][-1]
+    clip, paused, ended = vad_audio(default_config, corpus)
     whole, _ = asr.transcribe(ended.audio)  # no turn id: nothing kept, nothing used
     before = dict(asr.stats)
     asr.transcribe(paused.audio, turn_id=7)
@@ -79,9 +79,7 @@ def test_a_cancelled_transcription_at_an_inner_pause_is_kept(default_config, cor
     """The user went on: the speculative turn is cancelled, but its transcription
     finishes, and the next pause decodes only what came after it."""
     asr = incremental_asr
-    _, inner, ended = vad_audio(default_config, corpus)
-    paused = [p for p in inner if len(p.audio) >= 16000 and len(ended.audio) - len(p.audio)
-              >= 16000][-1]
+    _, paused, ended = vad_audio(default_config, corpus)
 
     async def scenario():
         spec = asyncio.ensure_future(asr.recognize(SpeechEnded(21, paused.t, paused.speech_end,
