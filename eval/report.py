@@ -67,6 +67,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"trim_tts_silence": False}},
     "first audio first (pipeline.first_audio_priority: the LLM waits for it)":
         {"pipeline": {"first_audio_priority": False}},
+    "first chunk decoded in pieces (tts.stream_decode: its first 280 ms of audio first)":
+        {"tts": {"stream_decode": False}},
     "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
     "incremental transcription (asr.incremental: after an inner pause, the rest only)":

@@ -12,7 +12,7 @@ shortens; a voice that pads less keeps what it gives.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -48,15 +48,18 @@ def pause_after_ms(text: str, settings: Any) -> int:
     return settings.pause_after_cut_ms
 
 
-def trim(chunk: AudioChunk, settings: Any) -> AudioChunk:
+def trim(chunk: AudioChunk, settings: Any, text: Optional[str] = None) -> AudioChunk:
     """``chunk`` with its edges' silence cut to ``settings.chunk_lead_ms`` before and
-    :func:`pause_after_ms` after (``settings``: the ``pipeline:`` section)."""
+    :func:`pause_after_ms` after (``settings``: the ``pipeline:`` section; ``text``: the
+    chunk of text it speaks, by default its own, which a piece after the first has not)."""
     samples, rate = chunk.samples, chunk.sample_rate
     first, end = audible_bounds(samples, settings.tts_silence_db)
     if not end:
         return chunk
-    start = max(0, first - int(settings.chunk_lead_ms * rate / 1000))
-    stop = min(len(samples), end + int(pause_after_ms(chunk.text, settings) * rate / 1000))
+    # a chunk in pieces keeps its inner edges: the pieces join where the decoder cut them
+    start = 0 if chunk.continues else max(0, first - int(settings.chunk_lead_ms * rate / 1000))
+    pause_ms = pause_after_ms(chunk.text if text is None else text, settings)
+    stop = len(samples) if chunk.more else min(len(samples), end + int(pause_ms * rate / 1000))
     if start == 0 and stop == len(samples):
         return chunk
     out = samples[start:stop].astype(np.float32, copy=True)

@@ -111,9 +111,13 @@ class Sentence(Event):
 
 @dataclass(frozen=True)
 class AudioChunk(Event):
-    """Mono float32 reply audio. ``sentence_index`` ties it to its text."""
+    """Mono float32 reply audio. ``sentence_index`` ties it to its text. A chunk of
+    text may come as several pieces of audio (a TTS that decodes in pieces): the first
+    carries the text and ``more``; the others ``continues``, with no text."""
 
     samples: np.ndarray = field(repr=False)
     sample_rate: int
     sentence_index: int
     text: str = ""
+    more: bool = False  # more audio of this text follows, in the next chunk
+    continues: bool = False  # the audio of the previous chunk's text goes on

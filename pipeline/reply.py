@@ -95,15 +95,31 @@ async def whole_reply(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[Sentenc
 async def _speak_all(tts, sentences: AsyncIterator[Sentence],
                      spoken: Optional[asyncio.Event] = None,
                      settings: Any = None) -> AsyncIterator[AudioChunk]:
-    """``spoken`` is set once the first sentence is synthesized (audio or none); with
-    ``settings.trim_tts_silence`` each chunk's edges are trimmed (:mod:`pipeline.edges`)."""
+    """``spoken`` is set once the first sentence is synthesized (audio or none; all its
+    pieces, where the TTS gives it in pieces); with ``settings.trim_tts_silence`` each
+    chunk's edges are trimmed (:mod:`pipeline.edges`)."""
     async with aclosing(sentences) as it:
         async for sentence in it:
-            chunk = await tts.speak(sentence)
+            async with aclosing(_pieces(tts, sentence)) as pieces:
+                async for chunk in pieces:
+                    if spoken is not None and not chunk.more:
+                        spoken.set()
+                    yield (edges.trim(chunk, settings, sentence.text) if settings is not None
+                           else chunk)
             if spoken is not None:
                 spoken.set()
-            if chunk is not None:
-                yield edges.trim(chunk, settings) if settings is not None else chunk
+
+
+async def _pieces(tts, sentence: Sentence) -> AsyncIterator[AudioChunk]:
+    """The sentence's audio: in pieces where the TTS can (``speak_pieces``)."""
+    if hasattr(tts, "speak_pieces"):
+        async with aclosing(tts.speak_pieces(sentence)) as pieces:
+            async for chunk in pieces:
+                yield chunk
+        return
+    chunk = await tts.speak(sentence)
+    if chunk is not None:
+        yield chunk
 
 
 async def _pause_for_first_audio(deltas: AsyncIterator[TextDelta], sent: asyncio.Event,

@@ -103,13 +103,19 @@ class Turn:
         """What the user heard (all of it unless playback was cut)."""
         if self.played is not None:
             return self.played.text
-        return " ".join(q.text for q in self.queued).strip()
+        return " ".join(q.text for q in self.queued if q.text).strip()
 
     def unheard(self, cut: float) -> list[AudioChunk]:
         """After playback was stopped at ``cut``: forget the chunks not heard whole, and
-        return them, to be played again (a resumed reply restarts the chunk it was cut in)."""
-        heard = [q for q in self.queued if q.end <= cut + 1e-3]
-        rest = [q.chunk for q in self.queued if q.end > cut + 1e-3 and q.chunk is not None]
+        return them, to be played again (a resumed reply restarts the chunk it was cut in,
+        from its first piece where it came in pieces)."""
+        first = next((i for i, q in enumerate(self.queued) if q.end > cut + 1e-3),
+                     len(self.queued))
+        while (0 < first < len(self.queued) and self.queued[first].chunk is not None
+               and self.queued[first].chunk.continues):
+            first -= 1
+        heard = self.queued[:first]
+        rest = [q.chunk for q in self.queued[first:] if q.chunk is not None]
         self.queued = heard
         self.played = None
         return rest

@@ -7,7 +7,8 @@ has one narrow call the orchestrator uses:
 - VAD: ``process(frames)``, an async stream of audio frames in, speech events out;
 - ASR: ``await recognize(ended)``, one utterance in, one :class:`Transcript` out;
 - LLM: ``generate(request)``, one prompt in, an async stream of :class:`TextDelta` out;
-- TTS: ``await speak(sentence)``, one chunk of text in, its :class:`AudioChunk` out.
+- TTS: ``await speak(sentence)``, one chunk of text in, its :class:`AudioChunk` out
+  (``speak_pieces``: the same audio, possibly in pieces, the first as soon as it can be).
 
 ``process()`` turns a stream of inputs into a stream of outputs with that call,
 for tools that chain stages by hand (``pipeline check``, tests).
@@ -17,7 +18,9 @@ from __future__ import annotations
 import abc
 import time
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Generic, Optional, TypeVar
+from dataclasses import dataclass
+from typing import (TYPE_CHECKING, Any, AsyncIterator, ClassVar, Generic, Iterator, Optional,
+                    TypeVar)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -88,6 +91,13 @@ class LLMStage(Stage[LLMRequest, TextDelta]):
                     yield delta
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Some of a chunk of text's audio; ``last``: no more follows."""
+    samples: "np.ndarray"
+    last: bool
+
+
 class SentenceTTS(Stage[Sentence, AudioChunk]):
     """A TTS backend that synthesizes one chunk of text at a time on its worker
     thread (cancellation stops between chunks). Subclasses give ``synthesize`` and
@@ -111,6 +121,31 @@ class SentenceTTS(Stage[Sentence, AudioChunk]):
         return AudioChunk(sentence.turn_id, clock.now(), samples=audio,
                           sample_rate=self.sample_rate, sentence_index=sentence.index,
                           text=sentence.text)
+
+    def pieces(self, text: str, first: bool) -> Iterator[Piece]:
+        """Blocking, piece by piece: the text's audio. ``first``: the reply's first
+        chunk, whose first audio a backend that can decode in pieces gives early
+        (Piper); by default one piece, the whole."""
+        yield Piece(self.synthesize(text), last=True)
+
+    async def speak_pieces(self, sentence: Sentence) -> AsyncIterator[AudioChunk]:
+        """The sentence's audio as one chunk or several (:meth:`pieces`, each computed on
+        the worker thread when asked for); none if it has none."""
+        pieces = self.pieces(sentence.text, first=sentence.index == 0)
+        continues = False
+        while True:
+            # a cancel here lets the thread finish its piece; the generator is then dropped
+            piece = await self.worker.call(next, pieces, None)
+            if piece is None:
+                return
+            if len(piece.samples):
+                yield AudioChunk(sentence.turn_id, clock.now(), samples=piece.samples,
+                                 sample_rate=self.sample_rate, sentence_index=sentence.index,
+                                 text="" if continues else sentence.text,
+                                 more=not piece.last, continues=continues)
+                continues = True
+            if piece.last:
+                return
 
     async def process(self, events: AsyncIterator[Sentence]) -> AsyncIterator[AudioChunk]:
         async for sentence in events:

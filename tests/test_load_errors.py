@@ -29,8 +29,9 @@ CASES = {
             r"llm\.model: {path} could not be loaded by llama\.cpp \(.+\): is it a GGUF chat "
             r"model\?"),
     "tts": (lambda p: {"voice": str(p), "voice_config": f"{piper_voice()}.json"}, "voice.onnx",
-            r"tts\.voice: {path} could not be loaded by ONNX Runtime \(.+\): is it a Piper "
-            r"\.onnx voice\?"),
+            # tts.stream_decode reads the graph with the onnx package first
+            r"tts\.voice: {path} could not be (loaded by ONNX Runtime|read as an ONNX graph) "
+            r"\(.+\): is it a Piper \.onnx voice\?"),
     "vad": (lambda p: {"model": str(p)}, "vad.onnx",
             r"vad\.model: {path} could not be loaded by ONNX Runtime \(.+\): is it a Silero VAD "
             r"\.onnx model\?"),
