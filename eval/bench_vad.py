@@ -4,13 +4,14 @@
 
 Every corpus clip, with 0.5 s of silence before and 1.5 s after, goes through the
 Silero VAD stage offline. For each clip: the *end lag*, from the true end of speech
-(the clip's own audio, a noisy clip's clean twin: eval.speech_bounds) to the last
-SpeechPaused not followed by a resume (where the committed speculative turn started:
+(the clip's own audio, a noisy clip's clean twin: eval.speech_bounds) to the first
+SpeechPaused after the last resume (where the committed speculative turn started:
 the rest of the endpoint delay is the end-of-turn silence, counted from the VAD's own
 end of speech; negative if the VAD heard the end before the energy did); and the
 *inner pauses*, SpeechPaused events followed by a resume (each starts speculative work
 that speech then discards), and utterances the VAD itself splits (a silence past
-``pipeline.max_silence_ms`` with adaptive endpointing, else ``vad.min_silence_ms``). Per setting of ``vad.relative_drop``, per group (clean,
+``pipeline.max_silence_ms`` with adaptive endpointing, else ``vad.min_silence_ms``). Per
+setting of ``vad.relative_drop`` and of ``vad.early_pause_drop``, per group (clean,
 noisy): p50 and p90 of the lag, inner pauses per clip, and clips whose end was not heard
 before the trailing silence. Writes eval/out/bench_vad.json.
 """
@@ -29,7 +30,8 @@ from eval.speech_bounds import speech_end
 from eval.stats import percentiles
 from pipeline.audio import read_wav
 from pipeline.config import load_config
-from pipeline.events import AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed, stream_of
+from pipeline.events import (AudioFrame, SpeechEnded, SpeechPaused, SpeechResumed,
+                             SpeechStarted, stream_of)
 
 OUT = Path(__file__).resolve().parent / "out"
 LEAD_S, TAIL_S = 0.5, 1.5
@@ -45,18 +47,27 @@ async def _events(vad, audio: np.ndarray) -> list:
 
 
 def end_heard(events: list) -> Optional[float]:
-    """When the VAD heard the last utterance end: its last pause not followed by a
-    resume (a pause followed by one is inside the utterance)."""
-    final = [ev for ev, nxt in zip(events, [*events[1:], None])
-             if isinstance(ev, SpeechPaused) and not isinstance(nxt, SpeechResumed)]
-    return final[-1].t if final else None
+    """When the VAD heard the last utterance end: its first pause after the last resume
+    or start (a pause followed by a resume is inside the utterance; with
+    ``vad.early_pause_drop`` the provisional pause, where speculation starts, comes
+    before the one that confirms it)."""
+    heard = None
+    for ev in events:
+        if isinstance(ev, (SpeechResumed, SpeechStarted)):
+            heard = None
+        elif isinstance(ev, SpeechPaused) and heard is None:
+            heard = ev.t
+    return heard
 
 
-def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
+def measure(config_path: str, key: str, value: Optional[float]) -> dict[str, Any]:
+    """The clips through the VAD with ``vad.<key>: value`` (relative_drop or
+    early_pause_drop; None: the absolute thresholds alone)."""
     from stages.vad_silero import SileroVAD
 
     config = load_config(config_path)
-    vad = SileroVAD(config.vad.model_copy(update={"relative_drop": drop}))
+    update = {"relative_drop": None, "early_pause_drop": None, key: value}
+    vad = SileroVAD(config.vad.model_copy(update=update))
     pc = config.pipeline
     if pc.endpointing == "adaptive" and pc.speculative:  # as the orchestrator sets it
         vad.end_silence_ms = pc.max_silence_ms
@@ -86,7 +97,8 @@ def measure(config_path: str, drop: Optional[float]) -> dict[str, Any]:
                         "inner_pauses_per_clip": sum(r["inner_pauses"] for r in sel) / max(1, len(sel)),
                         "end_heard_before_the_clip_ended": sum(r["heard_in_clip"] for r in sel),
                         "split_utterances": sum(r["utterances"] > 1 for r in sel)}
-    return {"relative_drop": drop, "groups": groups, "rows": rows}
+    return {"setting": f"{key}: {value}" if value is not None else "absolute thresholds",
+            key: value, "groups": groups, "rows": rows}
 
 
 def main() -> None:
@@ -94,14 +106,18 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--relative-drop", type=float, nargs="*", default=[0.2],
                     help="settings to compare with the absolute thresholds alone")
+    ap.add_argument("--early-pause-drop", type=float, nargs="*", default=[0.2],
+                    help="the same for vad.early_pause_drop (speculation only)")
     args = ap.parse_args()
-    results = [measure(args.config, d) for d in [None, *args.relative_drop]]
-    print("| vad.relative_drop | clips | end lag p50 ms | p90 ms | inner pauses per clip "
+    results = [measure(args.config, "relative_drop", None)]
+    results += [measure(args.config, "relative_drop", d) for d in args.relative_drop]
+    results += [measure(args.config, "early_pause_drop", d) for d in args.early_pause_drop]
+    print("| setting | clips | end lag p50 ms | p90 ms | inner pauses per clip "
           "| end heard inside the clip | utterances split |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for res in results:
         for name, g in res["groups"].items():
-            print(f"| {res['relative_drop']} | {name} ({g['clips']}) | {g['lag_ms']['p50']:.0f} | "
+            print(f"| {res['setting']} | {name} ({g['clips']}) | {g['lag_ms']['p50']:.0f} | "
                   f"{g['lag_ms']['p90']:.0f} | {g['inner_pauses_per_clip']:.2f} | "
                   f"{g['end_heard_before_the_clip_ended']} | {g['split_utterances']} |")
     OUT.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "first chunk decoded in pieces (tts.stream_decode: its first 280 ms of audio first)":
         {"tts": {"stream_decode": False}},
     "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
+    "speculation from the speaker's own level (vad.early_pause_drop)":
+        {"vad": {"early_pause_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
     "incremental transcription (asr.incremental: after an inner pause, the rest only)":
         {"asr": {"incremental": False}},
@@ -410,7 +412,9 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"{spec['speculative_wasted_s']:.2f} s of compute thrown away, of which "
         f"{spec.get('speculative_reply_wasted_s', 0):.2f} s of replies (LLM, TTS); "
         f"{spec.get('deferred_replies', 0)} replies deferred by a long verdict, "
-        f"{spec.get('deferred_discarded', 0)} of them never computed)",
+        f"{spec.get('deferred_discarded', 0)} of them never computed; "
+        f"{spec.get('speculative_provisional', 0)} started at a provisional pause, "
+        f"{spec.get('provisional_heard_again', 0)} heard again on the confirmed audio)",
         f"- Gap between consecutive sentences' audio: p50 {_ms(summary['sentence_gap_ms']['p50'])} ms, "
         f"p90 {_ms(summary['sentence_gap_ms']['p90'])} ms over {summary['sentence_gap_ms']['n']} "
         f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "

@@ -52,6 +52,9 @@ class SpeechPaused(Event):
 
     speech_end: float
     audio: np.ndarray = field(repr=False)
+    # heard by the speaker's own level only (vad.early_pause_drop): speculation may start,
+    # but the silence that ends the turn counts from the SpeechPaused that confirms it
+    provisional: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ Audio frames go through the VAD, whose events drive one turn at a time:
   starts on the audio so far, and waits at its gate before playing. With
   ``pipeline.endpointing: adaptive`` it also asks :mod:`pipeline.endpoint` how much
   silence ends this utterance, and commits itself (an early endpoint) once that
-  silence has passed;
+  silence has passed. A provisional pause (``vad.early_pause_drop``: the speaker's
+  level fell while noise holds the VAD above its threshold) starts the turn's work
+  too, but its silence is counted only from the pause that confirms it;
 - ``SpeechResumed``: the candidate was not the end; its work is cancelled. After an
   early endpoint the turn is reopened: its reply is cut the barge-in way, kept in
   the log but not in the history, and the utterance goes on, to be answered once;
@@ -88,6 +90,7 @@ class Orchestrator:
         # before the VAD closed it: that close is not a turn of its own
         self._resolved_early: Optional[int] = None
         self._superseded: list[asyncio.Future] = []  # turns being ended by ``_open``
+        self._rehearing: Optional[asyncio.Future] = None  # see _hear_again
         self._last_reply: Optional[Turn] = None  # the newest recorded turn that spoke
         self._backchannels = {_plain(b) for b in pc.backchannels}
         self.ready_s: Optional[float] = None
@@ -98,7 +101,8 @@ class Orchestrator:
                       "listen_ahead_prefills": 0, "listen_ahead_tokens": 0,
                       "listen_ahead_abandoned": 0, "superseded": 0,
                       "deferred_replies": 0, "deferred_discarded": 0,
-                      "speculative_reply_wasted_s": 0.0}
+                      "speculative_reply_wasted_s": 0.0, "speculative_provisional": 0,
+                      "provisional_heard_again": 0}
         # verdict -> first audio of recent turns: how early a deferred reply must start
         self._reply_compute_s: collections.deque[float] = collections.deque(maxlen=10)
 
@@ -161,7 +165,7 @@ class Orchestrator:
                 elif isinstance(ev, SpeechProgress):
                     self._listen(ev)
                 elif isinstance(ev, SpeechPaused):
-                    if self.config.pipeline.speculative:
+                    if self.config.pipeline.speculative and not await self._confirm(ev):
                         self._speculate(ev)
                 elif isinstance(ev, SpeechResumed):
                     self.observers.speech_resumed(ev.t)
@@ -179,6 +183,8 @@ class Orchestrator:
                 await asyncio.wait([self._turn.task])
             ended = True
         finally:
+            if self._rehearing is not None:  # it may launch a turn: before the discard
+                await asyncio.wait([self._rehearing])
             await self._discard_speculative()
             await self._drop_held()
             await self._close(stopped=not ended)
@@ -261,7 +267,37 @@ class Orchestrator:
         self._stop_listening_ahead()
         self._spec = self._launch(SpeechEnded(paused.turn_id, paused.t, paused.speech_end,
                                               paused.audio), speculative=True)
+        self._spec.provisional = self._spec.soft = paused.provisional
         self.stats["speculative_started"] += 1
+        if paused.provisional:
+            self.stats["speculative_provisional"] += 1
+
+    async def _confirm(self, paused: SpeechPaused) -> bool:
+        """The absolute end of speech after a provisional pause (vad.early_pause_drop): the
+        speculative turn goes on with its work, its silence counted from here. Its audio
+        stops where the speaker's level fell, which may be inside the last word: only a
+        "complete" verdict is kept; any other is heard again, on the audio up to here."""
+        spec = self._spec
+        if (paused.provisional or spec is None or not spec.provisional
+                or spec.turn_id != paused.turn_id):
+            return False
+        spec.provisional = False
+        spec.silence_from = paused.speech_end
+        spec.confirmed_by = paused
+        if spec.verdict is not None and spec.verdict.reason != "complete":
+            await self._hear_again(spec)
+        elif spec.commit_after is not None:
+            self._schedule_commit(spec, spec.commit_after)
+        return True
+
+    async def _hear_again(self, turn: Turn) -> None:
+        """A provisional turn whose verdict was not "complete", its end of speech now
+        confirmed: its work again, on the audio up to the confirmed end."""
+        if self._spec is not turn or turn.confirmed_by is None:
+            return
+        await self._discard_speculative()
+        self.stats["provisional_heard_again"] += 1
+        self._speculate(turn.confirmed_by)
 
     async def _discard_speculative(self) -> None:
         """Speech resumed (or the session ends): the speculative work is void."""
@@ -275,11 +311,20 @@ class Orchestrator:
                 self.stats["speculative_reply_wasted_s"] += clock.now() - spec.reply_started
             self.stats["speculative_wasted_s"] += clock.now() - spec.started_at
 
-    def _schedule_commit(self, turn: Turn, at: float) -> None:
-        """The end-of-turn verdict: ``turn`` commits itself once the silence reaches
-        ``at`` (media time), now if it already has."""
+    def _schedule_commit(self, turn: Turn, silence_s: float) -> None:
+        """The end-of-turn verdict: ``turn`` commits itself once the silence after its
+        speech reaches ``silence_s``, now if it already has; a provisional turn's silence
+        is not counted until its end of speech is confirmed (:meth:`_confirm`)."""
         if self._spec is not turn:
             return
+        if turn.provisional:
+            turn.commit_after = silence_s
+            return
+        if turn.soft and turn.verdict is not None and turn.verdict.reason != "complete":
+            # (called from the turn's own task, which this cancels: in a task of its own)
+            self._rehearing = asyncio.ensure_future(self._hear_again(turn))
+            return
+        at = turn.silence_start + silence_s
         if clock.now() >= at:
             self._commit_early(turn)
         else:
@@ -533,15 +578,14 @@ class Orchestrator:
                     turn.verdict = await self.end_of_turn.verdict(transcript.text, messages,
                                                                   acoustic)
                     tl.mark("eot_decided")
-                    self._schedule_commit(turn, turn.ended.speech_end + turn.verdict.silence_s)
+                    self._schedule_commit(turn, turn.verdict.silence_s)
         finally:
             if acoustic is not None:
                 acoustic.cancel()  # awaited by the verdict, or no longer needed
         if said is not None:  # a false interruption: resume once this utterance is over
             turn.finish("echo" if turn.echo else "backchannel" if said else "no_speech")
             if deciding:
-                self._schedule_commit(turn, turn.ended.speech_end
-                                      + self.config.pipeline.complete_silence_ms / 1000)
+                self._schedule_commit(turn, self.config.pipeline.complete_silence_ms / 1000)
             await turn.gate.wait()
             if self._held is not None:
                 await self._resume_held(turn)
@@ -579,7 +623,7 @@ class Orchestrator:
         """A long verdict: start the reply when the silence left is what it takes to
         compute (or at the endpoint, or never if the user goes on)."""
         lead = 1.2 * max(self._reply_compute_s, default=0.6)
-        at = turn.ended.speech_end + turn.verdict.silence_s - lead
+        at = turn.silence_start + turn.verdict.silence_s - lead
         if clock.now() >= at or turn.gate.is_set():
             return
         turn.reply_at = at

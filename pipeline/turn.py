@@ -62,9 +62,21 @@ class Turn:
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set: the reply may start
     reply_started: Optional[float] = None  # when its LLM request went out
     echo: bool = False  # its words were the held reply's own (pipeline.ignore_own_words)
+    # started at a provisional pause (vad.early_pause_drop): its silence is not counted
+    # until the end of speech is confirmed; the verdict's silence waits in commit_after
+    provisional: bool = False
+    soft: bool = False  # started at a provisional pause (confirmed since, or not)
+    silence_from: Optional[float] = None  # the confirmed end of speech, if not ended's
+    commit_after: Optional[float] = None
+    confirmed_by: Optional[Any] = None  # the SpeechPaused that confirmed it
 
     def __post_init__(self) -> None:
         self.timeline = TurnTimeline(self.turn_id)
+
+    @property
+    def silence_start(self) -> float:
+        """Where the silence that ends the turn is counted from."""
+        return self.ended.speech_end if self.silence_from is None else self.silence_from
 
     # ---- the task ---------------------------------------------------------------
     def launch(self, body: Callable[["Turn"], Coroutine[Any, Any, None]]) -> None:

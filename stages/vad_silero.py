@@ -4,7 +4,9 @@ faster-whisper's assets), on 32 ms frames of 16 kHz audio.
 Emits SpeechStarted once speech has lasted ``min_speech_ms`` (so a click or a
 cough is not a turn), SpeechPaused when silence begins (a candidate end of turn,
 after ``pause_ms``), SpeechResumed if speech comes back, and SpeechEnded once the
-silence has lasted ``min_silence_ms`` (the endpoint).
+silence has lasted ``min_silence_ms`` (the endpoint). With ``early_pause_drop``, a
+provisional SpeechPaused may come first, where the probability falls below the
+speaker's own level while noise still keeps it above the absolute threshold.
 """
 from __future__ import annotations
 
@@ -51,6 +53,15 @@ class SileroVADConfig(Strict):
         "neg_threshold, for hundreds of ms. 0.2 hears the end in noise ~170 ms sooner (p50, "
         "eval.bench_vad) but also ends inner pauses sooner: more premature endpoints on the "
         "pauses set, so null (the absolute thresholds only) by default.")
+    early_pause_drop: Optional[float] = Field(
+        None, gt=0, lt=1, description="Speculation that starts before the noise after the "
+        "last word has faded: inside speech, frames this far below the utterance's own speech "
+        "level (a running mean of its frames above it) for pause_ms give a provisional "
+        "SpeechPaused, and the speculative turn starts on the audio up to there; a frame back "
+        "within half of it is a SpeechResumed. The silence that ends the turn is still counted "
+        "from the end the absolute thresholds hear (a second SpeechPaused confirms it), so the "
+        "turn ends no sooner than without it: only its compute starts sooner. Not with "
+        "relative_drop.")
     min_silence_ms: int = Field(288, ge=32, description="Silence that ends a turn (endpoint).")
     pause_ms: int = Field(32, ge=32, description="Silence after which a SpeechPaused "
                           "(candidate end of turn) is emitted.")
@@ -65,6 +76,9 @@ class SileroVADConfig(Strict):
             user_path("vad.model", self.model)
         if self.pause_ms > self.min_silence_ms:
             raise ValueError("pause_ms must not exceed min_silence_ms")
+        if self.early_pause_drop is not None and self.relative_drop is not None:
+            raise ValueError("early_pause_drop and relative_drop do not go together: with "
+                             "relative_drop the utterance already ends at the relative drop")
         return self
 
     @property
@@ -138,6 +152,10 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
         start_t = 0.0
         drop = cfg.relative_drop
         level = 0.0  # the utterance's speech level (running mean of its voiced frames)
+        early = cfg.early_pause_drop
+        early_run = 0  # frames below the speech level by early_pause_drop, inside speech
+        early_paused = False  # a provisional SpeechPaused is out
+        early_end = 0.0  # end of the last frame near the speech level
 
         async for frame in frames:
             if frame.sample_rate != SAMPLE_RATE or len(frame.samples) != FRAME:
@@ -162,7 +180,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                     voiced_run += 1
                     if voiced_run >= min_speech:
                         in_speech, silence_run, paused = True, 0, False
-                        last_voiced_end = frame.t
+                        last_voiced_end = early_end = frame.t
+                        early_run, early_paused = 0, False
                         level = p
                         onset = max(voiced_run, raw_run)
                         keep = min(len(history), onset + pad)
@@ -188,18 +207,40 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                 if drop is not None and resumed:  # relative to this speaker, in this noise
                     resumed = p >= level - (drop / 2 if paused else drop)
             if resumed:
-                level += 0.2 * (p - level)
+                if early is None:
+                    level += 0.2 * (p - level)
                 last_voiced_end = frame.t
                 silence_run, resume_run = 0, 0
                 if paused:
                     paused = False
+                    early_run, early_paused, early_end = 0, False, frame.t
                     yield SpeechResumed(self.turns, frame.t)
+                elif early is not None:
+                    # speech by the absolute thresholds: is it near this speaker's level?
+                    if early_paused:
+                        if p >= level - early / 2:
+                            early_run, early_paused, early_end = 0, False, frame.t
+                            level += 0.2 * (p - level)
+                            yield SpeechResumed(self.turns, frame.t)
+                    elif p >= level - early:
+                        early_run, early_end = 0, frame.t
+                        level += 0.2 * (p - level)
+                    else:
+                        early_run += 1
+                        if early_run == pause:
+                            early_paused = True
+                            yield SpeechPaused(self.turns, frame.t, speech_end=early_end,
+                                               audio=self._cut(utterance, early_run, pad),
+                                               provisional=True)
             else:
                 silence_run += 1
             if progress and silence_run == 0 and len(utterance) % progress == 0:
                 yield SpeechProgress(self.turns, frame.t, audio=np.concatenate(utterance))
             if silence_run == pause and not paused:
                 paused = True
+                # after a provisional pause: its confirmation (the turn's silence counts
+                # from here), the speculative turn keeps the audio it started on
+                early_run, early_paused = 0, False
                 yield SpeechPaused(self.turns, frame.t, speech_end=last_voiced_end,
                                    audio=self._cut(utterance, silence_run, pad))
             forced = len(utterance) >= max_frames

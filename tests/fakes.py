@@ -36,22 +36,30 @@ class ScriptedVAD(FakeStage):
     ``script = [(start_s, end_s), ...]``; the endpoint comes ``endpoint_s`` after end."""
     kind = "vad"
 
-    def __init__(self, script, endpoint_s=0.3, pause_s=0.064, resumes=(), audio_s=0.1):
+    def __init__(self, script, endpoint_s=0.3, pause_s=0.064, resumes=(), audio_s=0.1,
+                 early_s=None):
         super().__init__(max_utterance_s=60.0, min_silence_ms=300, speech_pad_ms=0)
         self.script = script
         self.audio_s = audio_s  # the length of each utterance's audio (silence)
         self.endpoint_s = endpoint_s
         self.pause_s = pause_s
-        self.resumes = resumes  # (pause_at, resume_at) inside an utterance
+        # (pause_at, resume_at) inside an utterance; (pause_at, resume_at, True): the
+        # pause is provisional (vad.early_pause_drop)
+        self.resumes = resumes
+        # a provisional pause this long before each utterance's end (noise after the words)
+        self.early_s = early_s
 
     async def process(self, frames):
         pending = []
         for i, (s, e) in enumerate(self.script):
             pending += [(s, "start", i + 1, s), (e + self.pause_s, "pause", i + 1, e),
                         (e + self.endpoint_s, "end", i + 1, e)]
-            for p, r in self.resumes:
+            if self.early_s is not None:
+                pending.append((e - self.early_s + self.pause_s, "early", i + 1, e - self.early_s))
+            for p, r, *early in self.resumes:
                 if s < p < e:
-                    pending += [(p + self.pause_s, "pause", i + 1, p), (r, "resume", i + 1, r)]
+                    pending += [(p + self.pause_s, "early" if early else "pause", i + 1, p),
+                                (r, "resume", i + 1, r)]
         pending.sort(key=lambda p: p[0])
         async for frame in frames:
             while pending and frame.t >= pending[0][0]:
@@ -59,8 +67,9 @@ class ScriptedVAD(FakeStage):
                 audio = np.zeros(int(self.audio_s * 16000), np.float32)
                 if kind == "start":
                     yield SpeechStarted(turn_id, clock.now(), speech_start=at)
-                elif kind == "pause":
-                    yield SpeechPaused(turn_id, clock.now(), speech_end=at, audio=audio)
+                elif kind in ("pause", "early"):
+                    yield SpeechPaused(turn_id, clock.now(), speech_end=at, audio=audio,
+                                       provisional=kind == "early")
                 elif kind == "resume":
                     yield SpeechResumed(turn_id, clock.now())
                 else:

@@ -139,8 +139,8 @@ class ScriptedEndOfTurn:
     signals = ["scripted"]
     smart_turn = None
 
-    def __init__(self, silence_s: float, delay_s: float = 0.02):
-        self.silence_s, self.delay_s = silence_s, delay_s
+    def __init__(self, silence_s: float, delay_s: float = 0.02, reason: str = "scripted"):
+        self.silence_s, self.delay_s, self.reason = silence_s, delay_s, reason
         self.calls: list[tuple[float, str]] = []
 
     async def start(self):
@@ -155,7 +155,7 @@ class ScriptedEndOfTurn:
     async def verdict(self, text, messages, acoustic):
         await asyncio.sleep(self.delay_s)
         self.calls.append((clock.now(), text))
-        return Verdict(self.silence_s, None, None, "scripted")
+        return Verdict(self.silence_s, None, None, self.reason)
 
 
 class SayingASR(FakeASR):
@@ -221,6 +221,39 @@ def test_speech_after_an_early_endpoint_reopens_the_turn_and_answers_it_once(def
     assert log.timeline[0]["playback_start"] < resumed < final
     for p in sink.placed:
         assert p.end(sink.rate) <= resumed + 0.033 or p.start >= final - 1e-6
+
+
+def test_a_provisional_pause_starts_the_work_but_not_the_silence(default_config):
+    """vad.early_pause_drop: the speculative turn starts where the speaker's level fell
+    (1.8 s), 0.2 s before the absolute end (2.0 s, noise after the words); its verdict's
+    silence counts from the confirmed end, so the turn ends no sooner, and its work was
+    done by then."""
+    eot = ScriptedEndOfTurn(silence_s=0.1, reason="complete")
+    asr = FakeASR()
+    s = adaptive_session(default_config, [(1.0, 2.0)], (), 8.0, eot, asr=asr, endpoint_s=1.0,
+                         early_s=0.2)
+    [rec] = s.log.timeline
+    assert len(asr.calls) == 1 and asr.calls[0][0] == pytest.approx(1.864, abs=0.033)
+    assert eot.calls[0][0] < 2.064  # the verdict, before the absolute pause
+    # committed on the first frame at or after 2.0 + 0.1 s: not before, and not 0.12 s
+    # (ASR and verdict) after the absolute pause either
+    assert 2.1 <= rec["endpoint"] < 2.1 + 0.033
+    assert s.orchestrator.stats["speculative_provisional"] == 1
+    assert s.orchestrator.stats["speculative_started"] == 1
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+
+
+def test_speech_back_at_the_speakers_level_discards_a_provisional_turn(default_config):
+    eot = ScriptedEndOfTurn(silence_s=0.1)
+    asr = SayingASR(["I would like", "I would like a table for two"])
+    s = adaptive_session(default_config, [(1.0, 3.0)], [(1.5, 1.9, True)], 10.0, eot, asr=asr,
+                         endpoint_s=1.0)
+    orch = s.orchestrator
+    assert orch.stats["speculative_provisional"] == 1
+    assert orch.stats["speculative_discarded"] == 1
+    assert orch.stats["early_endpoints"] == 1  # at the utterance's end only
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+    assert [m.content for m in orch.history][0] == "I would like a table for two"
 
 
 def test_the_verdict_is_not_computed_when_the_vad_closes_first(default_config):
@@ -516,3 +549,22 @@ def test_the_echo_of_a_replys_end_heard_after_it_played_out_is_not_a_turn(
     assert len(s.stages.llm.requests) == (1 if status == "echo" else 2)
     assert [m.role for m in s.orchestrator.history] == \
         ["user", "assistant"] * len(s.stages.llm.requests)
+
+
+def test_a_provisional_turn_not_judged_complete_is_heard_again_on_the_confirmed_audio(
+        default_config):
+    """The audio of a provisional turn stops where the speaker's level fell, maybe inside
+    the last word (Whisper then heard "...the true printed book," as trailing off): a
+    verdict other than "complete" is computed again on the audio up to the confirmed end."""
+    eot = ScriptedEndOfTurn(silence_s=0.5)  # "scripted": not complete
+    asr = SayingASR(["the true printed book,", "the true printed book."])
+    s = adaptive_session(default_config, [(1.0, 2.0)], (), 8.0, eot, asr=asr, endpoint_s=1.0,
+                         early_s=0.2)
+    orch = s.orchestrator
+    assert orch.stats["speculative_provisional"] == 1
+    assert orch.stats["provisional_heard_again"] == 1
+    assert [text for _, text in asr.calls] == ["the true printed book,", "the true printed book."]
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+    assert orch.history[0].content == "the true printed book."
+    [rec] = s.log.timeline
+    assert 2.5 <= rec["endpoint"] < 2.5 + 0.033  # its silence, from the confirmed end

@@ -9,16 +9,16 @@ import numpy as np
 from eval.bench_vad import LEAD_S, TAIL_S, _events, end_heard
 from eval.speech_bounds import speech_end
 from pipeline.audio import read_wav
-from pipeline.events import SpeechEnded
+from pipeline.events import SpeechEnded, SpeechPaused
 
 NOISY = ["vctk-valentini_p287_001_noisy", "vctk-valentini_p287_002_noisy",
          "vctk-valentini_p287_005_noisy", "vctk-valentini_p287_006_noisy"]
 
 
-def end_lag(config, corpus, cid, drop):
+def vad_events(config, corpus, cid, **update):
     from stages.vad_silero import SileroVAD
 
-    vad = SileroVAD(config.vad.model_copy(update={"relative_drop": drop}))
+    vad = SileroVAD(config.vad.model_copy(update=update))
     vad.end_silence_ms = config.pipeline.max_silence_ms  # as with adaptive endpointing
     asyncio.run(vad.start())
     try:
@@ -28,6 +28,11 @@ def end_lag(config, corpus, cid, drop):
         evs = asyncio.run(_events(vad, audio))
     finally:
         asyncio.run(vad.aclose())
+    return clip, evs
+
+
+def end_lag(config, corpus, cid, drop):
+    clip, evs = vad_events(config, corpus, cid, relative_drop=drop)
     return (end_heard(evs) - LEAD_S - speech_end(clip, corpus),
             sum(isinstance(ev, SpeechEnded) for ev in evs))
 
@@ -49,3 +54,25 @@ def test_a_clean_sentence_with_its_own_pauses_stays_one_utterance(default_config
     lag, utterances = end_lag(default_config, corpus,
                                             "librivox_sense-and-sensibility-01-0890", 0.2)
     assert utterances == 1 and lag < 0.15
+
+
+def test_a_provisional_pause_starts_speculation_sooner_in_noise_and_ends_nothing(
+        default_config, corpus):
+    """vad.early_pause_drop: where the noise after the last word holds Silero above the
+    absolute threshold, a provisional pause comes where the speaker's level fell; the
+    utterance itself ends where it did without it (same SpeechEnded)."""
+    sooner = []
+    for cid in NOISY:
+        clip, plain = vad_events(default_config, corpus, cid, early_pause_drop=None)
+        _, early = vad_events(default_config, corpus, cid, early_pause_drop=0.2)
+        [p_end] = [ev for ev in plain if isinstance(ev, SpeechEnded)]
+        [e_end] = [ev for ev in early if isinstance(ev, SpeechEnded)]
+        assert (e_end.t, e_end.speech_end) == (p_end.t, p_end.speech_end), cid
+        assert len(e_end.audio) == len(p_end.audio)
+        final = [ev for ev in early if isinstance(ev, SpeechPaused)][-2:]
+        if final[0].provisional:  # the provisional pause, then the one that confirms it
+            assert not final[1].provisional and final[0].t < final[1].t
+            assert len(final[0].audio) < len(final[1].audio)
+        sooner.append(end_heard(plain) - end_heard(early))
+    assert all(d >= 0 for d in sooner), sooner
+    assert np.median(sooner) > 0.1, sooner  # ~170 ms in eval.bench_vad

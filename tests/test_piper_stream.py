@@ -8,7 +8,7 @@ from pipeline import edges
 from pipeline.audio import resample
 from pipeline.config import PipelineSettings
 from pipeline.errors import ModelNotFoundError
-from pipeline.events import AudioChunk, LLMRequest, Sentence
+from pipeline.events import AudioChunk, LLMRequest
 from pipeline.models import bundled_file
 from pipeline.reply import ReplyChain
 from pipeline.turn import Turn
