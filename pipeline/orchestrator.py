@@ -267,7 +267,7 @@ class Orchestrator:
         self._stop_listening_ahead()
         self._spec = self._launch(SpeechEnded(paused.turn_id, paused.t, paused.speech_end,
                                               paused.audio), speculative=True)
-        self._spec.provisional = self._spec.soft = paused.provisional
+        self._spec.soft = paused.provisional
         self.stats["speculative_started"] += 1
         if paused.provisional:
             self.stats["speculative_provisional"] += 1
@@ -281,8 +281,6 @@ class Orchestrator:
         if (paused.provisional or spec is None or not spec.provisional
                 or spec.turn_id != paused.turn_id):
             return False
-        spec.provisional = False
-        spec.silence_from = paused.speech_end
         spec.confirmed_by = paused
         if spec.verdict is not None and spec.verdict.reason != "complete":
             await self._hear_again(spec)

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, Literal, Optional
 
-from .events import AudioChunk, SpeechEnded
+from .events import AudioChunk, SpeechEnded, SpeechPaused
 from .sinks import PlayedText
 from .timeline import TurnTimeline
 
@@ -64,19 +64,22 @@ class Turn:
     echo: bool = False  # its words were the held reply's own (pipeline.ignore_own_words)
     # started at a provisional pause (vad.early_pause_drop): its silence is not counted
     # until the end of speech is confirmed; the verdict's silence waits in commit_after
-    provisional: bool = False
-    soft: bool = False  # started at a provisional pause (confirmed since, or not)
-    silence_from: Optional[float] = None  # the confirmed end of speech, if not ended's
+    soft: bool = False
+    confirmed_by: Optional[SpeechPaused] = None  # the pause that confirmed its end
     commit_after: Optional[float] = None
-    confirmed_by: Optional[Any] = None  # the SpeechPaused that confirmed it
 
     def __post_init__(self) -> None:
         self.timeline = TurnTimeline(self.turn_id)
 
     @property
+    def provisional(self) -> bool:
+        """Started at a provisional pause whose end of speech is not confirmed yet."""
+        return self.soft and self.confirmed_by is None
+
+    @property
     def silence_start(self) -> float:
         """Where the silence that ends the turn is counted from."""
-        return self.ended.speech_end if self.silence_from is None else self.silence_from
+        return (self.ended if self.confirmed_by is None else self.confirmed_by).speech_end
 
     # ---- the task ---------------------------------------------------------------
     def launch(self, body: Callable[["Turn"], Coroutine[Any, Any, None]]) -> None:
