@@ -671,22 +671,31 @@ def _takes_turn(said: str, backchannels: set[str]) -> bool:
     return bool(said) and _plain(said) not in backchannels
 
 
-def _echoes(said: str, played: str, min_words: int = 2, share: float = 0.5) -> bool:
+def _echoes(said: str, played: str, min_words: int = 2, share: float = 0.5,
+            max_tail: int = 1) -> bool:
     """Whether ``said`` is a rendering of ``played``: at least ``min_words`` of its
     words, and ``share`` of them, appear in ``played`` in the same order (the longest
     common subsequence of words; the ASR of an echo drops and mangles some: "in terms of
-    information" was heard for "of interest ... sensitive information")."""
+    information" was heard for "of interest ... sensitive information"), and at most
+    ``max_tail`` words follow the last of them. A user who speaks over the reply is
+    heard after its echo: "example of the mover 10 meters" (live, for the reply's
+    "...example of the modern..." and the user's "go forward ten meters") has half of
+    its words in the reply, but ends with three of the user's."""
     s, p = _plain(said).split(), _plain(played).split()
     if len(s) < min_words or not p:
         return False
     row = [0] * (len(p) + 1)  # LCS lengths of the words of ``said`` so far and p[:j]
+    upto = []  # the LCS of said[:k + 1] and played, for each k
     for w in s:
         diagonal = 0
         for j, q in enumerate(p, 1):
             above = row[j]
             row[j] = diagonal + 1 if w == q else max(above, row[j - 1])
             diagonal = above
-    return row[-1] >= min_words and row[-1] >= share * len(s)
+        upto.append(row[-1])
+    common = row[-1]
+    tail = len(s) - (upto.index(common) + 1)  # words after the last one matched
+    return common >= min_words and common >= share * len(s) and tail <= max_tail
 
 
 def _beyond(before: str, after: str) -> str:

@@ -492,6 +492,9 @@ def test_words_of_a_chunk_not_playing_then_are_the_users(default_config):
     ("Theering", "The arrangement will avoid", False),  # one mangled word: not enough
     ("pasta please", "Do you want pizza or pasta?", False),  # one shared word: the user's
     ("go forward ten meters", "Once upon a time there was a knight.", False),
+    # heard in a live test: the reply's echo, then the user's own words after it
+    ("example of the mover 10 meters", "That's a great example of the modern world.", False),
+    ("of the modern word", "That's a great example of the modern world.", True),
 ])
 def test_echoes_needs_two_words_in_order_and_most_of_them(said, played, echo):
     from pipeline.orchestrator import _echoes
