@@ -46,7 +46,8 @@ from pipeline.config import CascadeConfig, load_config
 OUT = Path(__file__).resolve().parent / "out"
 
 # Every latency switch, and how to turn it off.
-THREADS_SWITCH = "two threads per stage (off: ASR and token generation on one)"
+THREADS_SWITCH = "two threads for the LLM's tokens (off: one, and the ASR on one)"
+ASR_THREADS_SWITCH = "ASR threads timed at load (asr.cpu_threads: auto; off: two)"
 SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "adaptive end of turn (off: fixed vad.min_silence_ms)": {"pipeline": {"endpointing": "fixed"}},
     "acoustic end of turn (Smart Turn)": {"pipeline": {"acoustic_eot": False}},
@@ -93,6 +94,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "history shaping (pipeline.history_max_turns)": {"pipeline": {"history_max_turns": None}},
     "reply-quality settings, all (the system prompt of before too)":
         QUALITY_VARIANTS["all four off (as before)"],
+    # the ASR's thread count timed at load against a fixed two (the default before)
+    ASR_THREADS_SWITCH: {"asr": {"cpu_threads": 2}},
     # two threads for every stage (the default since 2026-11-30); off: the one-core
     # budget of before, ASR 1 thread and token generation 1 (a core left for the TTS
     # while the reply is still being written), prefill and TTS 2
@@ -105,8 +108,8 @@ def naive_overrides(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     full reply, then synthesize all of it, then play)."""
     merged: dict[str, dict[str, Any]] = {}
     for name, over in SWITCHES.items():
-        if name == THREADS_SWITCH:  # a setting, not a technique: the naive
-            continue  # cascade keeps the profile's threads (2 per stage, as before)
+        if name == THREADS_SWITCH:  # a setting, not a technique: the naive cascade
+            continue  # keeps the profile's LLM threads, and two for the ASR, as before
         for section, values in applicable(config, over).items():
             merged.setdefault(section, {}).update(values)
     return merged
@@ -135,6 +138,15 @@ def pick_clips(n: int, seed: int = 1, max_s: float = 7.0) -> list:
 def after_vad_end_ms(turn: dict[str, Any]) -> Optional[float]:
     """The VAD's end of speech to playback start (V2V less the VAD's lag)."""
     return span_ms(turn, "user_speech_end", "playback_start")
+
+
+def asr_threads_line(threads: dict[str, Any]) -> str:
+    """The report's line for ``asr.cpu_threads: auto`` (a ThreadChoice record)."""
+    def times(ms: dict[str, float]) -> str:
+        return ", ".join(f"{v:.0f} ms on {n}" for n, v in ms.items())
+    return (f"- ASR threads (asr.cpu_threads: auto, timed at load): encoder "
+            f"{threads['encoder']}, decoder {threads['decoder']} (the fixed work's encoder "
+            f"{times(threads['encode_ms'])}; its decoder {times(threads['decode_ms'])})")
 
 
 def summarize(turns: list[dict[str, Any]], phase: str = "V2V") -> dict[str, Any]:
@@ -316,6 +328,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         **sentence_gaps(full_turns),
         "speculation": full["speculation"],
         "asr_paths": full["asr_paths"],
+        "asr_threads": full.get("asr_threads"),
         "endpointing": full["counts"],
         "ready_s": full["ready_s"],
         "elapsed_s": elapsed,
@@ -420,6 +433,7 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "
         f"{summary['gapped_reply_share'] * 100:.0f}% of {summary['multi_chunk_replies']}",
         f"- ASR paths: {summary['asr_paths']}",
+        *([asr_threads_line(summary["asr_threads"])] if summary.get("asr_threads") else []),
         f"- Endpointing: {summary['endpointing']['premature_endpoints']} premature endpoints "
         f"(a pause inside an utterance taken for its end), "
         f"{summary['endpointing']['missed_turns']} user turns not answered",

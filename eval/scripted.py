@@ -150,8 +150,10 @@ async def _converse(session: Session, clips, seed: int, progress) -> dict[str, A
                for tl, tr in zip(log.timeline, log.transcript)]
     matched, counts = match_turns(user.turns, records, user.media_time)
     asr_stats = getattr(session.stages.asr, "stats", {})
+    threads = getattr(session.stages.asr, "thread_choice", None)
     return {"turns": matched, "counts": counts, "speculation": dict(session.orchestrator.stats),
-            "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline}
+            "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline,
+            "asr_threads": threads.record() if threads is not None else None}
 
 
 def applicable(config: CascadeConfig, overrides: dict[str, dict[str, Any]]

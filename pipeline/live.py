@@ -247,6 +247,10 @@ async def run_live(config: CascadeConfig, out_dir: Optional[Path],
                      f"({sink.rate} Hz); echo: {config.audio.echo}")
         async with session:
             sink.open()
+            threads = getattr(session.stages.asr, "thread_choice", None)
+            if threads is not None:
+                console.info(f"asr threads (asr.cpu_threads: auto, timed at load): encoder "
+                             f"{threads.encoder}, decoder {threads.decoder}")
             console.info("listening: just speak (Ctrl-C to stop)")
             await session.run(mic.frames(), clock)
     finally:

@@ -17,7 +17,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Annotated, Callable, Literal, Optional, Union
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -30,6 +30,7 @@ from pipeline.models import (assemble_split_model, bundled_file, looks_like_path
                              user_path)
 from pipeline.registry import register
 from pipeline.worker import Worker
+from stages import whisper_threads
 from stages.base import ASRStage
 from stages.whisper_window import (Abandoned, decode_window, join_segments, max_length,
                                    token_limit)
@@ -77,9 +78,12 @@ class FasterWhisperConfig(Strict):
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Where to run.")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8 (CPU), "
                               "float16 (GPU), int8_float16, float32.")
-    cpu_threads: int = Field(2, ge=0, description="Threads for the CPU (0 = library default). "
-                             "Two: as fast as one at full speed beside Smart Turn, faster on a "
-                             "slower CPU (204 against 302 ms at p50 under eval's --slow 0.4).")
+    cpu_threads: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = Field(
+        "auto", description="Threads for the CPU (0 = library default), or auto: at load the "
+        "encoder and the decoder are each timed on the same fixed work with 1, 2 (and 4) "
+        "threads, and more are kept only when 10% faster (stages/whisper_threads.py). Here: "
+        "both on 1 at full speed (the decoder's steps are slower on 2), both on 2 under "
+        "eval's --slow 0.4; auto on a GPU = 0.")
     beam_size: int = Field(1, ge=1, description="Beam width (1 = greedy, fastest).")
     language: Optional[str] = Field("en", description="Language code, or null to detect it "
                                     "(multilingual models; the reply follows the user's language "
@@ -124,6 +128,14 @@ ONEDNN_PRIMITIVES = 16
 OVERLAP = 512  # the tail starts one VAD frame before the pause (the last voiced frame)
 
 
+def _english_tokenizer(model):
+    """The tokenizer the thread timing's forced words are written with."""
+    from faster_whisper.tokenizer import Tokenizer
+
+    return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                     language="en")
+
+
 @dataclass(frozen=True)
 class Head:
     """A finished transcript of an utterance's first ``n`` samples."""
@@ -141,11 +153,14 @@ class FasterWhisperASR(ASRStage):
     def __init__(self, config: FasterWhisperConfig):
         super().__init__(config)
         self._model = None
+        self._encoder = None  # the replica whose encoder runs the short window (see cpu_threads)
         self._tokenizer = None
         self.stats = {"short": 0, "repaired": 0, "fallback": 0, "padded": 0, "abandoned": 0,
                       "incremental": 0}
         self._head: Optional[Head] = None  # read and written on the ASR worker's thread
         self._partial_worker = Worker("asr-partial") if config.partials else None
+        # asr.cpu_threads: auto, on the CPU: the count timed fastest at load
+        self.thread_choice: Optional[whisper_threads.ThreadChoice] = None
 
     def _load(self) -> None:
         # CTranslate2 runs Whisper's convolutions with oneDNN, which caches a primitive (and
@@ -159,11 +174,23 @@ class FasterWhisperASR(ASRStage):
             raise MissingDependencyError("asr.backend faster_whisper needs: "
                                          "pip install faster-whisper==1.2.1") from err
         cfg = self.config
+        path = str(resolve_model(cfg.model, cfg.cache_dir, assemble=True))
+
+        def open_model(threads: int):
+            return WhisperModel(path, device=cfg.device, compute_type=cfg.compute_type,
+                                cpu_threads=threads, local_files_only=True,
+                                num_workers=2 if cfg.partials else 1)
+
         try:
-            self._model = WhisperModel(str(resolve_model(cfg.model, cfg.cache_dir, assemble=True)),
-                                       device=cfg.device, compute_type=cfg.compute_type,
-                                       cpu_threads=cfg.cpu_threads, local_files_only=True,
-                                       num_workers=2 if cfg.partials else 1)
+            if cfg.cpu_threads == "auto" and cfg.device == "cpu":
+                models, choice = whisper_threads.choose(open_model, _english_tokenizer,
+                                                        whisper_threads.candidates())
+                self.thread_choice = choice
+                # the decoder's model does everything else too (features, fallback)
+                self._model, self._encoder = models[choice.decoder], models[choice.encoder]
+            else:
+                self._model = open_model(0 if cfg.cpu_threads == "auto" else cfg.cpu_threads)
+                self._encoder = self._model
         except (RuntimeError, ValueError) as err:
             raise StageError("asr", f"asr.device {cfg.device!r} / asr.compute_type "
                              f"{cfg.compute_type!r}: {err}" + ("; no usable CUDA GPU here: set "
@@ -223,7 +250,7 @@ class FasterWhisperASR(ASRStage):
             try:
                 res = decode_window(self._model, self._tokenizer, audio[head.n - OVERLAP:],
                                     cfg.window_margin_s, cfg.window_floor_s, cfg.beam_size,
-                                    abandoned)
+                                    abandoned, encoder=self._encoder)
             except Abandoned:
                 self.stats["abandoned"] += 1
                 raise
@@ -234,7 +261,8 @@ class FasterWhisperASR(ASRStage):
         if self._short_window_fits(audio):
             try:
                 res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
-                                    cfg.window_floor_s, cfg.beam_size, abandoned)
+                                    cfg.window_floor_s, cfg.beam_size, abandoned,
+                                    encoder=self._encoder)
                 if res.rejected is None:
                     self.stats["repaired" if res.repaired else "short"] += 1
                     return res.text, cfg.language
@@ -276,7 +304,8 @@ class FasterWhisperASR(ASRStage):
             return ""
         try:
             res = decode_window(self._model, self._tokenizer, audio, cfg.window_margin_s,
-                                cfg.window_floor_s, cfg.beam_size, abandoned)
+                                cfg.window_floor_s, cfg.beam_size, abandoned,
+                                encoder=self._encoder)
         except Abandoned:
             return None
         return res.text if res.rejected is None else ""

@@ -105,17 +105,20 @@ class Abandoned(Exception):
 
 
 def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s: float,
-                  beam_size: int, abandoned: Optional[Callable[[], bool]] = None) -> WindowResult:
+                  beam_size: int, abandoned: Optional[Callable[[], bool]] = None,
+                  encoder=None) -> WindowResult:
     """Blocking. ``model`` is a faster_whisper.WhisperModel, ``tokenizer`` its
     faster_whisper Tokenizer for the fixed language. ``abandoned``: asked between the
     encoder and the decoder (CTranslate2 cannot stop either midway); True raises
-    Abandoned instead of decoding."""
+    Abandoned instead of decoding. ``encoder``: another WhisperModel of the same
+    weights (other threads) to run the encoder on; its output goes to ``model``'s
+    decoder as is."""
     import ctranslate2
 
     frames = window_frames(len(audio), margin_s, floor_s)
     pad = max(0, frames * HOP - len(audio))
     feats = model.feature_extractor(audio, padding=pad)[:, :frames]
-    encoded = model.model.encode(ctranslate2.StorageView.from_array(
+    encoded = (encoder or model).model.encode(ctranslate2.StorageView.from_array(
         np.ascontiguousarray(feats[None], dtype=np.float32)), to_cpu=False)
     if abandoned is not None and abandoned():
         raise Abandoned()

@@ -2,6 +2,7 @@
 plugin -> PulseAudio null sinks), with corpus speech as the user."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -63,6 +64,9 @@ def test_reply_reaches_the_speaker(room, tmp_path, corpus, asr):
     rec.send_signal(2)
     rec.wait(timeout=5)
     assert "session transcript saved" in out
+    # the thread counts Whisper was timed fastest with at load, said before listening
+    assert re.search(r"asr threads \(asr.cpu_threads: auto, timed at load\): encoder [124], "
+                     r"decoder [124]\n(.*\n)*listening: just speak", out)
     [turn] = records(tmp_path / "out", "transcript.jsonl")
     assert wer(["The arrangement will avoid any conflicts of interest."], [turn["user"]]) < 0.3
     assert turn["status"] == "answered" and turn["assistant"]
