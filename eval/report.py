@@ -96,9 +96,10 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         QUALITY_VARIANTS["all four off (as before)"],
     # the ASR's thread count timed at load against a fixed two (the default before)
     ASR_THREADS_SWITCH: {"asr": {"cpu_threads": 2}},
-    # two threads for every stage (the default since 2026-11-30); off: the one-core
-    # budget of before, ASR 1 thread and token generation 1 (a core left for the TTS
-    # while the reply is still being written), prefill and TTS 2
+    # two threads for the LLM's tokens (and every stage's, the default from 2026-11-30
+    # until the ASR's were timed at load); off: the one-core budget of before, ASR 1
+    # thread and token generation 1 (a core left for the TTS while the reply is still
+    # being written), prefill and TTS 2
     THREADS_SWITCH: {"asr": {"cpu_threads": 1}, "llm": {"n_threads": 1}},
 }
 
@@ -144,6 +145,9 @@ def asr_threads_line(threads: dict[str, Any]) -> str:
     """The report's line for ``asr.cpu_threads: auto`` (a ThreadChoice record)."""
     def times(ms: dict[str, float]) -> str:
         return ", ".join(f"{v:.0f} ms on {n}" for n, v in ms.items())
+    if not threads["encode_ms"]:  # one core: nothing to choose between
+        return (f"- ASR threads (asr.cpu_threads: auto): {threads['encoder']} "
+                f"(one core: nothing timed)")
     return (f"- ASR threads (asr.cpu_threads: auto, timed at load): encoder "
             f"{threads['encoder']}, decoder {threads['decoder']} (the fixed work's encoder "
             f"{times(threads['encode_ms'])}; its decoder {times(threads['decode_ms'])})")

@@ -248,7 +248,7 @@ async def run_live(config: CascadeConfig, out_dir: Optional[Path],
         async with session:
             sink.open()
             threads = getattr(session.stages.asr, "thread_choice", None)
-            if threads is not None:
+            if threads is not None and threads.encode_ms:  # timed (more than one core)
                 console.info(f"asr threads (asr.cpu_threads: auto, timed at load): encoder "
                              f"{threads.encoder}, decoder {threads.decoder}")
             console.info("listening: just speak (Ctrl-C to stop)")

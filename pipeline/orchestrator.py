@@ -51,7 +51,7 @@ from .observers import ConsoleObserver, LogObserver, Observer, Observers
 from .reply import ReplyChain, naming
 from .session_log import SessionLog
 from .sinks import AudioSink
-from .stages import Stages
+from .stages import Stages, start_stages
 from .turn import NOT_TAKEN, Turn
 
 OWN_WORDS_SLACK_S = 1.0
@@ -116,7 +116,7 @@ class Orchestrator:
         backends = self.config.to_dict()
         self.observers.notice("loading models: " + ", ".join(
             f"{s.kind}={backends[s.kind]['backend']}" for s in self.stages.all()))
-        await asyncio.gather(*(s.start() for s in self.stages.all()))
+        await start_stages(self.stages.all())
         if self.end_of_turn is not None:
             await self.end_of_turn.start()
             self.observers.notice("end of turn: adaptive (" + ", ".join(

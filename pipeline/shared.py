@@ -26,7 +26,7 @@ from . import registry
 from .config import CascadeConfig
 from .events import LLMRequest, TextDelta
 from .reply import run_ahead
-from .stages import Stages, build_stages
+from .stages import Stages, build_stages, start_stages
 from .worker import Worker
 
 T = TypeVar("T")
@@ -149,7 +149,7 @@ class ModelPool:
         self.seat = LLMSeat(self.models.llm)
         heavy = (self.models.asr, self.models.llm, self.models.tts)
         try:
-            await asyncio.gather(*(s.start() for s in heavy))
+            await start_stages(heavy)
             if self.config.pipeline.warmup:
                 for s in heavy:
                     await s.warmup()

@@ -81,9 +81,11 @@ class FasterWhisperConfig(Strict):
     cpu_threads: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = Field(
         "auto", description="Threads for the CPU (0 = library default), or auto: at load the "
         "encoder and the decoder are each timed on the same fixed work with 1, 2 (and 4) "
-        "threads, and more are kept only when 10% faster (stages/whisper_threads.py). Here: "
-        "both on 1 at full speed (the decoder's steps are slower on 2), both on 2 under "
-        "eval's --slow 0.4; auto on a GPU = 0.")
+        "threads, and more are kept only when 10% faster (stages/whisper_threads.py); the "
+        "other stages load first. Here: both on 1 at full speed (the decoder's steps are "
+        "slower on 2), both on 2 under eval's --slow 0.4. When the two differ, both models "
+        "stay loaded (~40 MB each for tiny.en, twice with partials). On a GPU (device cuda, "
+        "or auto finding one): the library's own count.")
     beam_size: int = Field(1, ge=1, description="Beam width (1 = greedy, fastest).")
     language: Optional[str] = Field("en", description="Language code, or null to detect it "
                                     "(multilingual models; the reply follows the user's language "
@@ -128,6 +130,12 @@ ONEDNN_PRIMITIVES = 16
 OVERLAP = 512  # the tail starts one VAD frame before the pause (the last voiced frame)
 
 
+def _cuda_devices() -> int:
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count()
+
+
 def _english_tokenizer(model):
     """The tokenizer the thread timing's forced words are written with."""
     from faster_whisper.tokenizer import Tokenizer
@@ -162,6 +170,14 @@ class FasterWhisperASR(ASRStage):
         # asr.cpu_threads: auto, on the CPU: the count timed fastest at load
         self.thread_choice: Optional[whisper_threads.ThreadChoice] = None
 
+    @property
+    def loads_alone(self) -> bool:
+        """``asr.cpu_threads: auto`` on the CPU: its load times the thread counts, so the
+        other stages load first (see pipeline.stages.start_stages)."""
+        cfg = self.config
+        return cfg.cpu_threads == "auto" and (cfg.device == "cpu" or (
+            cfg.device == "auto" and _cuda_devices() == 0))
+
     def _load(self) -> None:
         # CTranslate2 runs Whisper's convolutions with oneDNN, which caches a primitive (and
         # its memory) per input shape, up to 1024 of them: each utterance length is a new
@@ -182,13 +198,13 @@ class FasterWhisperASR(ASRStage):
                                 num_workers=2 if cfg.partials else 1)
 
         try:
-            if cfg.cpu_threads == "auto" and cfg.device == "cpu":
+            if self.loads_alone:
                 models, choice = whisper_threads.choose(open_model, _english_tokenizer,
                                                         whisper_threads.candidates())
                 self.thread_choice = choice
                 # the decoder's model does everything else too (features, fallback)
                 self._model, self._encoder = models[choice.decoder], models[choice.encoder]
-            else:
+            else:  # auto on a GPU: the library's own count
                 self._model = open_model(0 if cfg.cpu_threads == "auto" else cfg.cpu_threads)
                 self._encoder = self._model
         except (RuntimeError, ValueError) as err:
@@ -287,7 +303,8 @@ class FasterWhisperASR(ASRStage):
         # which stops at half of it: ask for max_length(limit) to get the limit
         limit = token_limit(min(len(audio), 30 * SAMPLE_RATE))
         extra = {"max_new_tokens": max_length(limit)} if bounded else {}
-        segments, info = self._model.transcribe(
+        # a 30 s window: the encoder's cost; on the model with the encoder's threads
+        segments, info = self._encoder.transcribe(
             audio, language=cfg.language, beam_size=cfg.beam_size, without_timestamps=True,
             condition_on_previous_text=False, vad_filter=False, **extra)
         text = "".join(seg.text for seg in segments if seg.no_speech_prob < 0.8).strip()

@@ -41,6 +41,10 @@ class Stage(abc.ABC, Generic[In, Out]):
         self.worker = Worker(self.kind)
         self.load_s: float | None = None
 
+    # its load times work on this machine (the ASR's thread counts): it loads alone, after
+    # the others, so that their loading does not weigh on the timing
+    loads_alone = False
+
     async def start(self) -> None:
         t0 = time.perf_counter()
         await self.worker.call(self._load)

@@ -4,10 +4,10 @@ this machine at load (``asr.cpu_threads: auto``).
 A CTranslate2 Whisper transcription is one encoder pass over the window, then one
 decoder step per token, each of small matrices, where the threads' synchronisation
 can cost more than a second thread gains. On the 2-core AMD EPYC where Cascade is
-developed, the fixed work below took the decoder 72-84 ms on one thread against 91-96
-on two, the encoder 55-57 on either; on the emulated slower CPU (eval's ``--slow
-0.4``) two threads won outright (a transcription 260 against 440 ms). So the counts
-are measured, not fixed: a model is loaded per candidate count, the same fixed work (a
+developed, the fixed work below took the decoder 66-84 ms on one thread against 82-96
+on two, the encoder 53-66 on either; on the emulated slower CPU (eval's ``--slow
+0.4``) two threads won both (decoder 189 against 263 ms, encoder 89 against 146). So
+the counts are measured, not fixed: a model is loaded per candidate count, the same fixed work (a
 ``WINDOW_S`` window of noise through the encoder, ``TOKENS`` forced tokens through the
 decoder, so its length does not depend on what the audio says) is timed on each, and
 for each phase more threads are kept only when clearly faster (by ``MARGIN``): one
@@ -47,9 +47,17 @@ class ThreadChoice:
                 "decode_ms": {str(k): round(v, 1) for k, v in self.decode_ms.items()}}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a container's share of a host)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def candidates(cores: int | None = None) -> list[int]:
-    """1, 2 and 4 threads, as far as the machine has cores."""
-    cores = cores or os.cpu_count() or 1
+    """1, 2 and 4 threads, as far as the process has cores."""
+    cores = cores or usable_cores()
     return sorted({min(n, cores) for n in (1, 2, 4)})
 
 

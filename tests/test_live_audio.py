@@ -12,6 +12,7 @@ import pytest
 from eval.wer import wer
 from pipeline.audio import read_wav
 from pipeline.turn import NOT_TAKEN
+from stages import whisper_threads
 from tests.conftest import DEFAULT_CONFIG, ROOT, rms
 from eval.virtual_audio import PulseServer, VirtualRoom
 
@@ -65,8 +66,10 @@ def test_reply_reaches_the_speaker(room, tmp_path, corpus, asr):
     rec.wait(timeout=5)
     assert "session transcript saved" in out
     # the thread counts Whisper was timed fastest with at load, said before listening
-    assert re.search(r"asr threads \(asr.cpu_threads: auto, timed at load\): encoder [124], "
-                     r"decoder [124]\n(.*\n)*listening: just speak", out)
+    # (on a machine of two cores or more: one core has nothing to time)
+    if whisper_threads.usable_cores() > 1:
+        assert re.search(r"asr threads \(asr.cpu_threads: auto, timed at load\): encoder \d+, "
+                         r"decoder \d+\n(.*\n)*listening: just speak", out)
     [turn] = records(tmp_path / "out", "transcript.jsonl")
     assert wer(["The arrangement will avoid any conflicts of interest."], [turn["user"]]) < 0.3
     assert turn["status"] == "answered" and turn["assistant"]
