@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-HOP = 160
+from stages.whisper_window import HOP, SAMPLE_RATE, encode, window_features
+
 # more threads must be this much faster (as a fraction of the fewer threads' time)
 MARGIN = 0.10
 WINDOW_S = 10.0  # the short window's floor (asr.window_floor_s): a typical decode
@@ -65,14 +65,7 @@ def features(model) -> np.ndarray:
     """The fixed work's encoder input: ``WINDOW_S`` of faint noise as log-mel frames."""
     frames = int(WINDOW_S * SAMPLE_RATE / HOP)
     audio = (0.01 * np.random.default_rng(0).standard_normal(frames * HOP)).astype(np.float32)
-    feats = model.feature_extractor(audio, padding=0)[:, :frames]
-    return np.ascontiguousarray(feats[None], dtype=np.float32)
-
-
-def encode(model, feats: np.ndarray):
-    import ctranslate2
-
-    return model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+    return window_features(model, audio, frames)
 
 
 def forced_decode(model, tokenizer, encoded):

@@ -104,6 +104,22 @@ class Abandoned(Exception):
     """The caller gave up on this decode (speech resumed): it stopped after the encoder."""
 
 
+def window_features(model, audio: np.ndarray, frames: int) -> np.ndarray:
+    """The encoder's input: ``audio`` and silence after it, as ``frames`` log-mel frames
+    (a batch of one, contiguous float32)."""
+    pad = max(0, frames * HOP - len(audio))
+    feats = model.feature_extractor(audio, padding=pad)[:, :frames]
+    return np.ascontiguousarray(feats[None], dtype=np.float32)
+
+
+def encode(model, feats: np.ndarray):
+    """Blocking: ``model``'s encoder output for :func:`window_features`, kept where the
+    model runs (any replica of the same weights can decode from it)."""
+    import ctranslate2
+
+    return model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+
+
 def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s: float,
                   beam_size: int, abandoned: Optional[Callable[[], bool]] = None,
                   encoder=None) -> WindowResult:
@@ -113,13 +129,8 @@ def decode_window(model, tokenizer, audio: np.ndarray, margin_s: float, floor_s:
     Abandoned instead of decoding. ``encoder``: another WhisperModel of the same
     weights (other threads) to run the encoder on; its output goes to ``model``'s
     decoder as is."""
-    import ctranslate2
-
-    frames = window_frames(len(audio), margin_s, floor_s)
-    pad = max(0, frames * HOP - len(audio))
-    feats = model.feature_extractor(audio, padding=pad)[:, :frames]
-    encoded = (encoder or model).model.encode(ctranslate2.StorageView.from_array(
-        np.ascontiguousarray(feats[None], dtype=np.float32)), to_cpu=False)
+    feats = window_features(model, audio, window_frames(len(audio), margin_s, floor_s))
+    encoded = encode(encoder or model, feats)
     if abandoned is not None and abandoned():
         raise Abandoned()
     limit = token_limit(len(audio))
