@@ -4,7 +4,8 @@ faster-whisper's assets), on 32 ms frames of 16 kHz audio.
 Emits SpeechStarted once speech has lasted ``min_speech_ms`` (so a click or a
 cough is not a turn), SpeechPaused when silence begins (a candidate end of turn,
 after ``pause_ms``), SpeechResumed if speech comes back, and SpeechEnded once the
-silence has lasted ``min_silence_ms`` (the endpoint). With ``early_pause_drop``, a
+silence has lasted ``min_silence_ms`` (the endpoint), or when the input ends inside an
+utterance. With ``early_pause_drop``, a
 provisional SpeechPaused may come first, where the probability falls below the
 speaker's own level while noise still keeps it above the absolute threshold.
 """
@@ -251,6 +252,12 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                 in_speech, voiced_run, raw_run, paused = False, 0, 0, False
                 history.clear()
                 utterance = []
+        if in_speech:
+            # The input ended inside an utterance (a file, or a stream, that stops before
+            # the silence that closes it has passed): the input's end is its end; the
+            # orchestrator answers it, or commits the speculative turn already on it.
+            yield SpeechEnded(self.turns, frame.t, speech_end=last_voiced_end,
+                              audio=self._cut(utterance, silence_run, pad))
 
     @staticmethod
     def _cut(utterance: list[np.ndarray], silence_run: int, pad: int) -> np.ndarray:

@@ -72,7 +72,9 @@ def test_reply_audio_matches_reply_text(tmp_path, corpus, asr):
     out = tmp_path / "out"
     res = run_cli("--input", str(wav), "--output-dir", str(out), "--fast")
     assert res.returncode == 0, res.stderr
-    [turn] = read_jsonl(out / "transcript.jsonl")
+    turns = read_jsonl(out / "transcript.jsonl")
+    assert len(turns) == 1, (turns, read_jsonl(out / "timeline.jsonl"))
+    [turn] = turns
     assert turn["status"] == "answered" and turn["assistant"]
     stereo, rate = sf.read(out / "conversation.wav", dtype="float32")
     reply = resample(np.ascontiguousarray(stereo[:, 1]), rate, 16000)

@@ -2,6 +2,9 @@
 loop: exact timelines, barge-in at a given moment, overlap of the stages, and a
 fault injected at every stage and phase."""
 
+import asyncio
+
+import numpy as np
 import pytest
 
 from pipeline.errors import StageError
@@ -548,3 +551,32 @@ def test_barge_in_during_the_next_turns_prefill_ahead(default_config):
     prompt = stages.llm.requests[1].messages
     assert [m.role for m in prompt] == ["system", "user", "assistant", "user"]
     assert all(p.end(16000) <= at_frame(3.0) + 1e-9 for p in sink.placed if p.turn_id == 1)
+
+
+def test_an_utterance_the_input_ends_in_is_answered(default_config, corpus):
+    """The input ends 0.2 s after the last word, before the silence that closes the
+    utterance: the speculative turn started at the pause is committed and answered, not
+    discarded with the user's words (seen in file mode under load, where its verdict
+    had not committed it when the input's 1 s of tail ran out). Real Silero VAD."""
+    from eval.speech_bounds import speech_span
+    from pipeline.audio import read_wav
+    from pipeline.clock import Clock
+    from pipeline.filemode import file_frames
+    from stages.vad_silero import SileroVAD
+
+    speech = read_wav(next(c for c in corpus if c.id == "cmusphinx_goforward").path)
+    _, end = speech_span(speech)
+    audio = np.concatenate([np.zeros(8000, np.float32), speech[:int((end + 0.02) * 16000)]])
+    stages = Stages(vad=SileroVAD(default_config.vad), asr=FakeASR(), llm=FakeLLM(),
+                    tts=FakeTTS())
+    s = fake_session(default_config, stages)
+
+    async def main():
+        async with s:
+            clk = Clock(fast=True)
+            await s.run(file_frames(audio, clk, lambda: s.busy, tail_s=0.2), clk)
+
+    asyncio.run(main())
+    [turn] = s.log.transcript
+    assert turn["status"] == "answered" and turn["user"] == "hello 1" and turn["assistant"]
+    assert s.orchestrator.stats["speculative_committed"] == 1

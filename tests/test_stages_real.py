@@ -1,5 +1,6 @@
 """Each real backend alone, with the bundled models, on real speech."""
 import numpy as np
+import pytest
 
 from eval.wer import wer
 from pipeline.audio import read_wav, resample
@@ -145,3 +146,32 @@ def test_end_of_turn_probability_tells_a_finished_sentence_from_a_cut_one(llm):
     reply_prompt = llm.tokens((system, ChatMessage("user", "The arrangement will avoid")))
     held = list(llm._llm.input_ids[:llm._llm.n_tokens])
     assert reply_prompt[:len(held)] == held and len(reply_prompt) - len(held) <= 6
+
+
+def test_input_that_ends_inside_an_utterance_ends_it(default_config, corpus):
+    """A file or stream that stops before the silence that closes its last utterance
+    (here: right after the last word): the input's end is the utterance's end."""
+    from eval.speech_bounds import speech_span
+    from pipeline.audio import frames
+    from pipeline.events import AudioFrame, SpeechEnded as Ended, SpeechStarted
+    from stages.vad_silero import SileroVAD
+
+    vad = SileroVAD(default_config.vad)
+    run(vad.start())
+    speech = read_wav(corpus[1].path)
+    _, end = speech_span(speech)
+    audio = np.concatenate([np.zeros(16000, np.float32), speech[:int(end * 16000)]])
+
+    async def feed():
+        for n, f in frames(audio):
+            yield AudioFrame(-1, n / 16000, samples=f)
+
+    events = run(collect(vad.process(feed())))
+    starts = [e for e in events if isinstance(e, SpeechStarted)]
+    ends = [e for e in events if isinstance(e, Ended)]
+    assert len(starts) == len(ends) >= 1 and isinstance(events[-1], Ended)
+    last = events[-1]
+    assert last.turn_id == starts[-1].turn_id and not last.forced
+    assert last.t == pytest.approx(-(-len(audio) // 512) * 512 / 16000)  # the last frame
+    assert 1.0 + end - 0.5 < last.speech_end <= last.t
+    assert len(last.audio) > 0.5 * 16000
