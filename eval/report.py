@@ -38,8 +38,8 @@ from eval.quality import VARIANTS as QUALITY_VARIANTS, headline, render as rende
 from eval.questions import QUESTIONS
 from eval.scripted import applicable, run_conversation
 from eval.speech_bounds import speech_end
-from eval.stats import CEILING_MS, MOSHI_MS, durations_ms, markdown_table, percentiles, plain, \
-    phase_table, span_ms, under_share
+from eval.stats import CEILING_MS, MOSHI_MS, critical_path_table, critical_paths, durations_ms, \
+    markdown_table, percentiles, plain, phase_table, span_ms, under_share
 from pipeline.audio import read_wav
 from pipeline.config import CascadeConfig, load_config
 
@@ -329,6 +329,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         "later_turns_after_vad_end_p50_ms": percentiles(
             after_vad_end_ms(t) for t in full_turns[1:])["p50"],
         "phases_ms": phase_table(full_turns),
+        "critical_path_ms": critical_paths(full_turns),
         **sentence_gaps(full_turns),
         "speculation": full["speculation"],
         "asr_paths": full["asr_paths"],
@@ -418,6 +419,12 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         "duration (the ASR from when it got the audio, which is at the first pause when the "
         "turn is speculative).", "",
         markdown_table(turns), "",
+        *(["Where the time goes, by end-of-turn verdict (turns in brackets): V2V cut into "
+           "consecutive steps, from the true end of speech to the first reply sample output "
+           "(each a p50 of its own, so they need not add up to the V2V p50). \"silence "
+           "asked\" holds the wait for the silence a verdict other than \"complete\" asks "
+           "for.", "", critical_path_table(summary["critical_path_ms"]), ""]
+          if summary.get("critical_path_ms") else []),
         f"- Time to ready (load + warm-up): {summary['ready_s']:.2f} s",
         f"- First turn V2V: {_ms(summary['first_turn_v2v_ms'])} ms; later turns p50: "
         f"{_ms(summary['later_turns_v2v_p50_ms'])} ms; from the VAD's end of speech (without "

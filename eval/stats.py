@@ -23,6 +23,69 @@ PHASES = {
 }
 
 
+# V2V cut into consecutive steps, from the true end of speech to playback: each step
+# ends at a timeline mark and is named for what it waits on. A turn without a mark
+# (no verdict with a fixed silence) has that step in the next one, so the steps of a
+# turn always add up to its V2V.
+CRITICAL_PATH = (
+    ("VAD lag", "user_speech_end"),  # the VAD's end of speech
+    ("pause heard", "asr_start"),  # the ASR gets the audio (at the pause, if speculative)
+    ("ASR", "asr_final"),
+    ("end-of-turn verdict", "eot_decided"),
+    ("silence asked, first token", "llm_first_token"),  # the verdict's wait, the LLM's first token
+    ("first sentence", "first_sentence"),
+    ("TTS first audio", "tts_first_audio"),
+    ("to the output", "playback_start"),
+)
+
+
+def critical_path_ms(turn: dict[str, Any]) -> dict[str, Optional[float]]:
+    """The steps of ``turn``'s V2V in milliseconds (see CRITICAL_PATH); {} without V2V."""
+    prev = turn.get("speech_end")
+    if prev is None or turn.get("playback_start") is None:
+        return {}
+    steps: dict[str, Optional[float]] = {}
+    for name, mark in CRITICAL_PATH:
+        t = turn.get(mark)
+        steps[name] = None if t is None else (t - prev) * 1000
+        prev = prev if t is None else t
+    return steps
+
+
+def critical_paths(turns: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per end-of-turn verdict ("complete", "unsure", ...; "fixed silence" without
+    one): the turns, each step's p50 and the V2V p50."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in turns:
+        if critical_path_ms(t):
+            reason = (t.get("end_of_turn") or {}).get("reason", "fixed silence")
+            groups.setdefault(reason, []).append(t)
+    out = {}
+    for reason, group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        steps = [critical_path_ms(t) for t in group]
+        out[reason] = {"turns": len(group),
+                       "steps_p50_ms": {name: percentiles(s[name] for s in steps)["p50"]
+                                        for name, _ in CRITICAL_PATH},
+                       "v2v_p50_ms": percentiles(durations_ms(t)["V2V"] for t in group)["p50"]}
+    return out
+
+
+def critical_path_table(paths: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one column per verdict, one row per step (p50s; they need not add up
+    to the V2V p50, each is a median of its own)."""
+    if not paths:
+        return ""
+    names = list(paths)
+    rows = ["| step, p50 ms | " + " | ".join(f"{n} ({paths[n]['turns']})" for n in names) + " |",
+            "|---|" + "---:|" * len(names)]
+    for step, _ in CRITICAL_PATH:
+        rows.append(f"| {step} | " + " | ".join(_fmt(paths[n]["steps_p50_ms"][step])
+                                                for n in names) + " |")
+    rows.append("| **V2V** | " + " | ".join(f"**{_fmt(paths[n]['v2v_p50_ms'])}**"
+                                            for n in names) + " |")
+    return "\n".join(rows)
+
+
 def span_ms(turn: dict[str, Any], start: str, end: str) -> Optional[float]:
     """Milliseconds from the timeline field ``start`` to ``end``, or None if either is missing."""
     ta, tb = turn.get(start), turn.get(end)

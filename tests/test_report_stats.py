@@ -2,7 +2,8 @@
 known table."""
 import pytest
 
-from eval.stats import durations_ms, markdown_table, phase_table, under_share
+from eval.stats import critical_path_ms, critical_path_table, critical_paths, durations_ms, \
+    markdown_table, phase_table, under_share
 
 
 def turn(v2v_ms, asr_ms=100.0):
@@ -75,3 +76,47 @@ def test_sentence_gaps_share_of_replies_with_an_audible_gap():
     g = sentence_gaps(turns)
     assert g["multi_chunk_replies"] == 2 and g["gapped_reply_share"] == 0.5
     assert g["sentence_gap_ms"]["p50"] == 20.0 and g["sentence_gap_ms"]["n"] == 3
+
+
+def verdict_turn(reason, lag_ms, wait_ms):
+    """A speculative turn's marks: lag, a 32 ms pause, ASR 140, verdict 50, the wait the
+    verdict asks for, first sentence 60, TTS 35, then playback."""
+    t, marks = 10.0, {}
+    for mark, ms in (("user_speech_end", lag_ms), ("asr_start", 32), ("asr_final", 140),
+                     ("eot_decided", 50), ("llm_first_token", wait_ms),
+                     ("first_sentence", 60), ("tts_first_audio", 35), ("playback_start", 0)):
+        t += ms / 1000
+        marks[mark] = t
+    return {"speech_end": 10.0, **marks, "end_of_turn": {"reason": reason}}
+
+
+def test_the_critical_path_adds_up_to_each_turns_v2v():
+    t = verdict_turn("complete", 60, 4)
+    steps = critical_path_ms(t)
+    assert [round(steps[k]) for k in ("VAD lag", "pause heard", "ASR", "end-of-turn verdict",
+                                      "silence asked, first token", "first sentence",
+                                      "TTS first audio", "to the output")] == \
+        [60, 32, 140, 50, 4, 60, 35, 0]
+    assert sum(steps.values()) == pytest.approx(durations_ms(t)["V2V"])
+    # without a verdict (a fixed silence) its step joins the next one: still the V2V
+    del t["eot_decided"], t["end_of_turn"]
+    steps = critical_path_ms(t)
+    assert steps["end-of-turn verdict"] is None
+    assert steps["silence asked, first token"] == pytest.approx(54)
+    assert sum(v for v in steps.values() if v is not None) == pytest.approx(
+        durations_ms(t)["V2V"])
+    assert critical_path_ms({"speech_end": 1.0}) == {}  # no reply: no path
+
+
+def test_the_critical_path_is_grouped_by_verdict():
+    turns = [verdict_turn("complete", lag, 4) for lag in (20, 60, 100)] + \
+        [verdict_turn("unsure", 60, 300)]
+    paths = critical_paths(turns)
+    assert list(paths) == ["complete", "unsure"]  # the most turns first
+    assert paths["complete"]["turns"] == 3
+    assert paths["complete"]["steps_p50_ms"]["VAD lag"] == pytest.approx(60)
+    assert paths["complete"]["v2v_p50_ms"] == pytest.approx(60 + 32 + 140 + 50 + 4 + 60 + 35)
+    assert paths["unsure"]["steps_p50_ms"]["silence asked, first token"] == pytest.approx(300)
+    table = critical_path_table(paths)
+    assert "| step, p50 ms | complete (3) | unsure (1) |" in table
+    assert "| ASR | 140 | 140 |" in table and "| **V2V** | **381** | **677** |" in table
