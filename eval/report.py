@@ -421,9 +421,11 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         markdown_table(turns), "",
         *(["Where the time goes, by end-of-turn verdict (turns in brackets): V2V cut into "
            "consecutive steps, from the true end of speech to the first reply sample output "
-           "(each a p50 of its own, so they need not add up to the V2V p50). \"silence "
-           "asked\" holds the wait for the silence a verdict other than \"complete\" asks "
-           "for.", "", critical_path_table(summary["critical_path_ms"]), ""]
+           "(each a p50 of its own, so they need not add up to the V2V p50). The silence a "
+           "verdict other than \"complete\" asks for is waited before the reply starts "
+           "when the reply was deferred, else at the gate (\"endpoint wait\"); \"pause "
+           "heard\" holds the whole silence for a turn started at the endpoint.", "",
+           critical_path_table(summary["critical_path_ms"]), ""]
           if summary.get("critical_path_ms") else []),
         f"- Time to ready (load + warm-up): {summary['ready_s']:.2f} s",
         f"- First turn V2V: {_ms(summary['first_turn_v2v_ms'])} ms; later turns p50: "

@@ -24,18 +24,21 @@ PHASES = {
 
 
 # V2V cut into consecutive steps, from the true end of speech to playback: each step
-# ends at a timeline mark and is named for what it waits on. A turn without a mark
-# (no verdict with a fixed silence) has that step in the next one, so the steps of a
-# turn always add up to its V2V.
+# ends at a timeline mark. A turn without a mark (no verdict: a fixed silence, or the
+# VAD closed the utterance first) has that step in the next one, so the steps of a
+# turn always add up to its V2V. The silence a verdict asks for is waited in one of two
+# steps: before the reply starts, when it was deferred (pipeline.defer_replies), or at
+# the gate, when the reply was ready before the endpoint.
 CRITICAL_PATH = (
     ("VAD lag", "user_speech_end"),  # the VAD's end of speech
-    ("pause heard", "asr_start"),  # the ASR gets the audio (at the pause, if speculative)
+    # the ASR gets the audio: at the pause if the turn is speculative, else at the endpoint
+    ("pause heard", "asr_start"),
     ("ASR", "asr_final"),
     ("end-of-turn verdict", "eot_decided"),
-    ("silence asked, first token", "llm_first_token"),  # the verdict's wait, the LLM's first token
+    ("reply start, first token", "llm_first_token"),  # a deferred reply waits here
     ("first sentence", "first_sentence"),
     ("TTS first audio", "tts_first_audio"),
-    ("to the output", "playback_start"),
+    ("endpoint wait, output", "playback_start"),  # a reply ready early waits here
 )
 
 
@@ -53,12 +56,13 @@ def critical_path_ms(turn: dict[str, Any]) -> dict[str, Optional[float]]:
 
 
 def critical_paths(turns: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per end-of-turn verdict ("complete", "unsure", ...; "fixed silence" without
-    one): the turns, each step's p50 and the V2V p50."""
+    """Per end-of-turn verdict ("complete", "unsure", ...; "no verdict": a fixed
+    silence, or the utterance closed by the VAD before one): the turns, each step's p50
+    and the V2V p50."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for t in turns:
         if critical_path_ms(t):
-            reason = (t.get("end_of_turn") or {}).get("reason", "fixed silence")
+            reason = (t.get("end_of_turn") or {}).get("reason", "no verdict")
             groups.setdefault(reason, []).append(t)
     out = {}
     for reason, group in sorted(groups.items(), key=lambda kv: -len(kv[1])):

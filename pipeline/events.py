@@ -72,8 +72,10 @@ class SpeechResumed(Event):
 
 @dataclass(frozen=True)
 class SpeechEnded(Event):
-    """The end of turn is decided (endpoint). ``speech_end`` is the media time of
-    the last voiced sample; ``audio`` is the whole utterance with its padding."""
+    """The VAD closed the utterance: its silence lasted long enough (the endpoint, unless
+    the end-of-turn verdict committed the turn sooner), or the input ended inside it.
+    ``speech_end`` is the media time of the last voiced sample; ``audio`` is the whole
+    utterance with its padding."""
 
     speech_end: float
     audio: np.ndarray = field(repr=False)

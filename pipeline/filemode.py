@@ -31,8 +31,8 @@ async def stream_frames(blocks: Iterable[np.ndarray], clock: Clock, busy: Callab
                         tail_s: float = 1.0, on_frame: Callable[[AudioFrame], None] = lambda f: None
                         ) -> AsyncIterator[AudioFrame]:
     """32 ms frames of the audio in ``blocks`` (16 kHz mono, any block sizes), each
-    delivered when its last sample would have arrived, then ``tail_s`` of silence so
-    that the last utterance can end. ``on_frame`` sees each frame as it is delivered."""
+    delivered when its last sample would have arrived, then ``tail_s`` of silence (the
+    VAD also ends an utterance that the input ends in). ``on_frame`` sees each frame as it is delivered."""
     tail = np.zeros(int(tail_s * PIPELINE_RATE), np.float32)
     rest = np.zeros(0, np.float32)
     n = 0
@@ -132,7 +132,10 @@ async def run_file(config: CascadeConfig, input_path: Path, out_dir: Optional[Pa
         async with session:
             clock = Clock(fast=fast)
             vad = session.stages.vad.config
-            tail = (vad.min_silence_ms + vad.speech_pad_ms) / 1000 + 0.5
+            # long enough for the VAD to close the last utterance (adaptive endpointing
+            # closes it at pipeline.max_silence_ms, not vad.min_silence_ms)
+            closes_ms = getattr(session.stages.vad, "end_silence_ms", None) or vad.min_silence_ms
+            tail = (closes_ms + vad.speech_pad_ms) / 1000 + 0.5
             console.info(f"replaying {input_path} ({seconds:.1f} s"
                          f"{', fast' if fast else ', real time'})")
             await session.run(stream_frames(itertools.chain([first], blocks), clock,

@@ -179,7 +179,8 @@ class Orchestrator:
                         await self._reopen(ev)
                 elif isinstance(ev, SpeechEnded):
                     await self._commit(ev)
-            if self._turn is not None and self._turn.computing:  # the input is over
+            # the input is over: the last turn (or a reply it resumed) finishes
+            while self._turn is not None and self._turn.computing:
                 await asyncio.wait([self._turn.task])
             ended = True
         finally:
@@ -294,6 +295,9 @@ class Orchestrator:
         if self._spec is not turn or turn.confirmed_by is None:
             return
         await self._discard_speculative()
+        current = self._turn
+        if current is not None and current.turn_id == turn.turn_id:
+            return  # the utterance was closed meanwhile (the input ended): it has its turn
         self.stats["provisional_heard_again"] += 1
         self._speculate(turn.confirmed_by)
 
@@ -361,11 +365,13 @@ class Orchestrator:
             self.observers.notice(f"  (turn {ended.turn_id} cut at vad.max_utterance_s="
                                   f"{self.stages.vad.config.max_utterance_s:g})")
         spec = self._spec
-        if spec is not None and spec.turn_id == ended.turn_id and not ended.forced:
+        if (spec is not None and spec.turn_id == ended.turn_id and not ended.forced
+                and (not spec.soft or (spec.verdict is not None
+                                       and spec.verdict.reason == "complete"))):
             self._spec = None
             turn = spec
             self.stats["speculative_committed"] += 1
-        else:
+        else:  # none, or one on a provisional pause's audio, which may stop inside a word
             await self._discard_speculative()
             self._stop_listening_ahead()
             turn = self._launch(ended, speculative=False)

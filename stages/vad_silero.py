@@ -4,8 +4,8 @@ faster-whisper's assets), on 32 ms frames of 16 kHz audio.
 Emits SpeechStarted once speech has lasted ``min_speech_ms`` (so a click or a
 cough is not a turn), SpeechPaused when silence begins (a candidate end of turn,
 after ``pause_ms``), SpeechResumed if speech comes back, and SpeechEnded once the
-silence has lasted ``min_silence_ms`` (the endpoint), or when the input ends inside an
-utterance. With ``early_pause_drop``, a
+silence has lasted ``min_silence_ms`` (``end_silence_ms`` under adaptive endpointing:
+pipeline.max_silence_ms), or when the input ends inside an utterance. With ``early_pause_drop``, a
 provisional SpeechPaused may come first, where the probability falls below the
 speaker's own level while noise still keeps it above the absolute threshold.
 """

@@ -243,6 +243,23 @@ def test_a_provisional_pause_starts_the_work_but_not_the_silence(default_config)
     assert [t["status"] for t in s.log.transcript] == ["answered"]
 
 
+def test_a_provisional_turn_without_its_verdict_when_the_vad_closes_is_heard_again(
+        default_config):
+    """The VAD closes the utterance (here 0.3 s after its end) before the verdict of a
+    turn started at a provisional pause is in: that turn's audio stops where the level
+    fell, maybe inside the last word, so the turn is computed again on the whole
+    utterance instead of being committed as it is."""
+    eot = ScriptedEndOfTurn(silence_s=0.1, delay_s=1.0, reason="complete")
+    asr = FakeASR()
+    s = adaptive_session(default_config, [(1.0, 2.0)], (), 8.0, eot, asr=asr, endpoint_s=0.3,
+                         early_s=0.2)
+    assert [t[1] for t in asr.calls] == [1, 1]
+    assert asr.calls[0][0] == pytest.approx(1.864, abs=0.033)  # at the provisional pause
+    assert asr.calls[1][0] == pytest.approx(2.3, abs=0.033)  # at the VAD's end, all of it
+    assert s.orchestrator.stats["speculative_committed"] == 0
+    assert [t["status"] for t in s.log.transcript] == ["answered"]
+
+
 def test_speech_back_at_the_speakers_level_discards_a_provisional_turn(default_config):
     eot = ScriptedEndOfTurn(silence_s=0.1)
     asr = SayingASR(["I would like", "I would like a table for two"])

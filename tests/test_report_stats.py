@@ -94,15 +94,15 @@ def test_the_critical_path_adds_up_to_each_turns_v2v():
     t = verdict_turn("complete", 60, 4)
     steps = critical_path_ms(t)
     assert [round(steps[k]) for k in ("VAD lag", "pause heard", "ASR", "end-of-turn verdict",
-                                      "silence asked, first token", "first sentence",
-                                      "TTS first audio", "to the output")] == \
+                                      "reply start, first token", "first sentence",
+                                      "TTS first audio", "endpoint wait, output")] == \
         [60, 32, 140, 50, 4, 60, 35, 0]
     assert sum(steps.values()) == pytest.approx(durations_ms(t)["V2V"])
     # without a verdict (a fixed silence) its step joins the next one: still the V2V
     del t["eot_decided"], t["end_of_turn"]
     steps = critical_path_ms(t)
     assert steps["end-of-turn verdict"] is None
-    assert steps["silence asked, first token"] == pytest.approx(54)
+    assert steps["reply start, first token"] == pytest.approx(54)
     assert sum(v for v in steps.values() if v is not None) == pytest.approx(
         durations_ms(t)["V2V"])
     assert critical_path_ms({"speech_end": 1.0}) == {}  # no reply: no path
@@ -116,7 +116,7 @@ def test_the_critical_path_is_grouped_by_verdict():
     assert paths["complete"]["turns"] == 3
     assert paths["complete"]["steps_p50_ms"]["VAD lag"] == pytest.approx(60)
     assert paths["complete"]["v2v_p50_ms"] == pytest.approx(60 + 32 + 140 + 50 + 4 + 60 + 35)
-    assert paths["unsure"]["steps_p50_ms"]["silence asked, first token"] == pytest.approx(300)
+    assert paths["unsure"]["steps_p50_ms"]["reply start, first token"] == pytest.approx(300)
     table = critical_path_table(paths)
     assert "| step, p50 ms | complete (3) | unsure (1) |" in table
     assert "| ASR | 140 | 140 |" in table and "| **V2V** | **381** | **677** |" in table
