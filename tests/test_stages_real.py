@@ -79,24 +79,30 @@ def test_tts_round_trip_through_asr(tts, asr):
     assert wer([text], [t.text]) <= 0.20, t.text
 
 
-def test_vad_finds_each_utterance(default_config, corpus):
+def vad_events(config, audio):
+    """The real Silero VAD's events on ``audio`` (16 kHz), fed frame by frame: all of
+    them, the SpeechStarted ones and the SpeechEnded ones."""
     from pipeline.audio import frames
     from pipeline.events import AudioFrame, SpeechEnded as Ended, SpeechStarted
     from stages.vad_silero import SileroVAD
 
-    vad = SileroVAD(default_config.vad)
+    vad = SileroVAD(config.vad)
     run(vad.start())
-    a, b = read_wav(corpus[1].path), read_wav(corpus[5].path)
-    gap = np.zeros(16000 * 2, np.float32)
-    audio = np.concatenate([gap, a, gap, b, gap])
 
     async def feed():
         for end, f in frames(audio):
             yield AudioFrame(-1, end / 16000, samples=f)
 
     events = run(collect(vad.process(feed())))
-    starts = [e for e in events if isinstance(e, SpeechStarted)]
-    ends = [e for e in events if isinstance(e, Ended)]
+    return (events, [e for e in events if isinstance(e, SpeechStarted)],
+            [e for e in events if isinstance(e, Ended)])
+
+
+def test_vad_finds_each_utterance(default_config, corpus):
+    a, b = read_wav(corpus[1].path), read_wav(corpus[5].path)
+    gap = np.zeros(16000 * 2, np.float32)
+    audio = np.concatenate([gap, a, gap, b, gap])
+    _, starts, ends = vad_events(default_config, audio)
     assert len(starts) >= 2 and len(ends) == len(starts)
     # the first utterance starts near 2 s; the last one ends near the end of clip b
     assert abs(starts[0].speech_start - 2.0) < 0.3
@@ -152,23 +158,12 @@ def test_input_that_ends_inside_an_utterance_ends_it(default_config, corpus):
     """A file or stream that stops before the silence that closes its last utterance
     (here: right after the last word): the input's end is the utterance's end."""
     from eval.speech_bounds import speech_span
-    from pipeline.audio import frames
-    from pipeline.events import AudioFrame, SpeechEnded as Ended, SpeechStarted
-    from stages.vad_silero import SileroVAD
+    from pipeline.events import SpeechEnded as Ended
 
-    vad = SileroVAD(default_config.vad)
-    run(vad.start())
     speech = read_wav(corpus[1].path)
     _, end = speech_span(speech)
     audio = np.concatenate([np.zeros(16000, np.float32), speech[:int(end * 16000)]])
-
-    async def feed():
-        for n, f in frames(audio):
-            yield AudioFrame(-1, n / 16000, samples=f)
-
-    events = run(collect(vad.process(feed())))
-    starts = [e for e in events if isinstance(e, SpeechStarted)]
-    ends = [e for e in events if isinstance(e, Ended)]
+    events, starts, ends = vad_events(default_config, audio)
     assert len(starts) == len(ends) >= 1 and isinstance(events[-1], Ended)
     last = events[-1]
     assert last.turn_id == starts[-1].turn_id and not last.forced
