@@ -59,18 +59,18 @@ def critical_paths(turns: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per end-of-turn verdict ("complete", "unsure", ...; "no verdict": a fixed
     silence, or the utterance closed by the VAD before one): the turns, each step's p50
     and the V2V p50."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[tuple[dict[str, Any], dict[str, Optional[float]]]]] = {}
     for t in turns:
-        if critical_path_ms(t):
+        steps = critical_path_ms(t)
+        if steps:
             reason = (t.get("end_of_turn") or {}).get("reason", "no verdict")
-            groups.setdefault(reason, []).append(t)
+            groups.setdefault(reason, []).append((t, steps))
     out = {}
     for reason, group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        steps = [critical_path_ms(t) for t in group]
         out[reason] = {"turns": len(group),
-                       "steps_p50_ms": {name: percentiles(s[name] for s in steps)["p50"]
+                       "steps_p50_ms": {name: percentiles(s[name] for _, s in group)["p50"]
                                         for name, _ in CRITICAL_PATH},
-                       "v2v_p50_ms": percentiles(durations_ms(t)["V2V"] for t in group)["p50"]}
+                       "v2v_p50_ms": percentiles(durations_ms(t)["V2V"] for t, _ in group)["p50"]}
     return out
 
 

@@ -131,11 +131,10 @@ async def run_file(config: CascadeConfig, input_path: Path, out_dir: Optional[Pa
     try:
         async with session:
             clock = Clock(fast=fast)
-            vad = session.stages.vad.config
+            vad = session.stages.vad
             # long enough for the VAD to close the last utterance (adaptive endpointing
             # closes it at pipeline.max_silence_ms, not vad.min_silence_ms)
-            closes_ms = getattr(session.stages.vad, "end_silence_ms", None) or vad.min_silence_ms
-            tail = (closes_ms + vad.speech_pad_ms) / 1000 + 0.5
+            tail = (vad.closes_after_ms + vad.config.speech_pad_ms) / 1000 + 0.5
             console.info(f"replaying {input_path} ({seconds:.1f} s"
                          f"{', fast' if fast else ', real time'})")
             await session.run(stream_frames(itertools.chain([first], blocks), clock,

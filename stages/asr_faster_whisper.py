@@ -136,12 +136,13 @@ def _cuda_devices() -> int:
     return ctranslate2.get_cuda_device_count()
 
 
-def _english_tokenizer(model):
-    """The tokenizer the thread timing's forced words are written with."""
+def _tokenizer(model, language: str = "en"):
+    """``model``'s tokenizer for transcribing ``language`` (English: the thread timing's
+    forced words are written with it)."""
     from faster_whisper.tokenizer import Tokenizer
 
     return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
-                     language="en")
+                     language=language)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class FasterWhisperASR(ASRStage):
 
         try:
             if self.loads_alone:
-                models, choice = whisper_threads.choose(open_model, _english_tokenizer,
+                models, choice = whisper_threads.choose(open_model, _tokenizer,
                                                         whisper_threads.candidates())
                 self.thread_choice = choice
                 # the decoder's model does everything else too (features, fallback)
@@ -213,10 +214,7 @@ class FasterWhisperASR(ASRStage):
                              "asr.device: cpu and compute_type: int8" if cfg.device == "cuda"
                              else "")) from None
         if cfg.language is not None:
-            from faster_whisper.tokenizer import Tokenizer
-
-            self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
-                                        task="transcribe", language=cfg.language)
+            self._tokenizer = _tokenizer(self._model, cfg.language)
 
     def _short_window_fits(self, audio: np.ndarray) -> bool:
         """The short window applies: on, a fixed language, and the audio plus its margin

@@ -106,6 +106,11 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
         # set by the orchestrator's listen-ahead: a SpeechProgress every this much speech
         self.progress_ms: Optional[int] = None
 
+    @property
+    def closes_after_ms(self) -> int:
+        """The silence after which an utterance is closed (SpeechEnded)."""
+        return self.end_silence_ms or self.config.min_silence_ms
+
     def _load(self) -> None:
         path = self.config.model or str(bundled_file(
             "faster_whisper", "faster-whisper==1.2.1", "assets", "silero_vad_v6.onnx"))
@@ -131,7 +136,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
     async def process(self, frames: AsyncIterator[AudioFrame]):
         cfg = self.config
         pad = _frames(cfg.speech_pad_ms)
-        min_silence = _frames(self.end_silence_ms or cfg.min_silence_ms)
+        min_silence = _frames(self.closes_after_ms)
         pause = _frames(cfg.pause_ms)
         progress = _frames(self.progress_ms) if self.progress_ms else 0
         min_speech_normal, min_speech_barge = (_frames(cfg.min_speech_ms),
