@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import threading
 from collections import deque
@@ -112,7 +113,12 @@ class SpeakerSink(AudioSink):
             self._queue = deque(item for item in self._queue if item[0].turn_id != turn_id)
             # what the listener heard: chunks that had started by now
             result = played_text(self._placed, turn_id, now, self.rate)
-            self._placed = [p for p in self._placed if p.turn_id != turn_id]
+            # those stay, cut where they stopped: a reply resumed after a false
+            # interruption and stopped again was heard from its start, not from the resume
+            self._placed = [p if p.turn_id != turn_id else
+                            dataclasses.replace(p, samples=p.samples[:max(1, round(
+                                (now - p.start) * self.rate))])
+                            for p in self._placed if p.turn_id != turn_id or p.start < now]
             rest = sum(len(p.samples) - done for p, done in self._queue) / self.rate
             self._end = now + self._latency + rest if self._queue else now
             stopped_at = self._last_out.get(turn_id)

@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from eval.wer import wer
-from pipeline.audio import read_wav
+from pipeline.audio import read_wav, write_wav
+from pipeline.config import PipelineSettings
 from pipeline.turn import NOT_TAKEN
 from stages import whisper_threads
 from tests.conftest import DEFAULT_CONFIG, ROOT, rms
@@ -34,10 +36,12 @@ def records(out_dir, name):
 
 def played_out(out_dir, turns, timeout):
     """Wait until ``turns`` turns are in the transcript: each is written when its reply
-    has played out."""
+    has played out. Records of utterances not taken as turns (the reply's own echo, a
+    backchannel: the reply goes on) do not count."""
     path, deadline = out_dir / "transcript.jsonl", time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and len(records(out_dir, "transcript.jsonl")) >= turns:
+        if path.exists() and len([t for t in records(out_dir, "transcript.jsonl")
+                                  if t["status"] not in NOT_TAKEN]) >= turns:
             return
         time.sleep(0.1)
     raise AssertionError(f"{turns} turn(s) not played out in {timeout} s")
@@ -79,15 +83,44 @@ def test_reply_reaches_the_speaker(room, tmp_path, corpus, asr):
     assert wer([turn["assistant"]], [text]) <= 0.3, (turn["assistant"], text)
 
 
+def reply_went_on(s, turn_id, timeout=60.0):
+    """Wait until a later chunk of turn ``turn_id``'s reply than its first has gone to the
+    speaker: its console line holds more words than a first chunk may
+    (``pipeline.max_first_words``). That chunk is queued whole: from now on the
+    speaker plays for at least its length, however slowly the machine writes the next."""
+    pattern = re.compile(rf"\[turn {turn_id}\] assistant \(V2V \d+ ms\): ([^\n]*)")
+    most = PipelineSettings().max_first_words
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = pattern.search(s.output)
+        if line and len(line.group(1).split()) > most:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"turn {turn_id}'s reply did not go past its first chunk in "
+                         f"{timeout} s; output so far:\n{s.output}")
+
+
+def from_speech(corpus, cid, out_dir):
+    """The clip from 50 ms before its first voiced 20 ms on (a copy in ``out_dir``):
+    said into the microphone, it is heard at once."""
+    audio = read_wav(clip(corpus, cid))
+    frames = audio[:len(audio) // 320 * 320].reshape(-1, 320)
+    first = int(np.argmax(np.sqrt((frames ** 2).mean(axis=1)) > 0.01))
+    path = out_dir / f"{cid}-from-speech.wav"
+    write_wav(path, audio[max(0, first * 320 - 800):], 16000)
+    return path
+
+
 def test_barge_in_stops_playback_and_keeps_the_partial_reply(room, tmp_path, corpus):
     s = room.session(ROOT, tmp_path / "out", storyteller_config(tmp_path))
     s.wait_for("listening: just speak")
     room.say(clip(corpus, "ljspeech_LJ001-0002"))
-    s.wait_for("V2V")
-    # the assistant is speaking a reply of several seconds, all of it written and
-    # synthesized by now (no gap in playback): interrupt it
-    time.sleep(2.0)
-    room.say(clip(corpus, "cmusphinx_goforward"))
+    # interrupt the assistant while it is speaking: a fixed wait after the first chunk
+    # fell into a gap between chunks on a loaded machine (the next not yet written),
+    # where there was no playback to stop
+    barge = from_speech(corpus, "cmusphinx_goforward", tmp_path)
+    reply_went_on(s, 1)
+    room.say(barge)
     s.wait_for("V2V", count=2)
     time.sleep(1.0)
     s.stop()

@@ -82,3 +82,29 @@ def test_the_echo_reference_holds_what_was_output_when_it_was_output():
     np.testing.assert_allclose(reference.pull(start + 0.09, 1280), 0.5, atol=0.01)
     assert np.abs(reference.pull(start - 0.01, 1280)).max() < 0.01
     assert np.abs(reference.pull(start + 0.19, 1280)).max() < 0.01
+
+
+def test_a_reply_resumed_and_stopped_again_was_heard_from_its_start():
+    """A false interruption stops a reply, which then resumes from the chunk it was cut
+    in (the orchestrator plays that chunk again); real words stop it again. What the
+    listener heard includes the chunks played before the first stop."""
+    clock = ScriptedClock()
+    sink = make_sink(clock)
+    for i in range(3):
+        asyncio.run(sink.play(sentence(1, i)))
+    play_for(sink, clock, 0.15)  # sentence 0 whole, half of sentence 1
+    first = asyncio.run(sink.stop(1))
+    assert (first.text, first.complete) == ("turn 1 sentence 0. turn 1 sentence 1.", False)
+    play_for(sink, clock, 0.5)  # held: the words said over it are transcribed
+    for i in (1, 2):  # resumed from the chunk it was cut in
+        asyncio.run(sink.play(sentence(1, i)))
+    play_for(sink, clock, 0.05)
+    again = asyncio.run(sink.stop(1))
+    assert (again.text, again.complete) == ("turn 1 sentence 0. turn 1 sentence 1.", False)
+    # stopped again before anything more was played: still what was heard at the first stop
+    asyncio.run(sink.play(sentence(1, 2)))
+    third = asyncio.run(sink.stop(1))
+    assert third.text == "turn 1 sentence 0. turn 1 sentence 1.", third
+    # the next turn's first chunk forgets this turn's bookkeeping, as before
+    asyncio.run(sink.play(sentence(2, 0)))
+    assert {p.turn_id for p in sink._placed} == {2}
