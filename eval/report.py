@@ -78,7 +78,7 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"asr": {"incremental": False}},
     "first-clause TTS (clause or max_first_words first chunk)":
         {"pipeline": {"first_clause": False}},
-    "four-word first chunk (pipeline.max_first_words: 4; off: 6, as before)":
+    "three-word first chunk (pipeline.max_first_words: 3; off: 6, as before)":
         {"pipeline": {"max_first_words": 6}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
     "stages running ahead (off: pull-only chain)": {"pipeline": {"run_ahead": False}},
