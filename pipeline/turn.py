@@ -19,8 +19,9 @@ from .timeline import TurnTimeline
 Status = Literal["pending", "answered", "interrupted", "no_speech", "error", "reopened",
                  "backchannel", "echo"]
 # a turn whose words did not take the turn (the user went on, a backchannel, the
-# assistant's own echo): logged, but kept out of the history, and not an answer
-NOT_TAKEN: tuple[Status, ...] = ("reopened", "backchannel", "echo")
+# assistant's own echo, no words: none at all, or none beyond what the reply resumed
+# after it already answers): logged, but kept out of the history, and not an answer
+NOT_TAKEN: tuple[Status, ...] = ("reopened", "backchannel", "echo", "no_speech")
 
 
 @dataclass(frozen=True)

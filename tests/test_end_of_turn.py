@@ -439,8 +439,11 @@ def test_a_cough_after_an_early_endpoint_does_not_lose_the_reply(default_config)
     assert orch.stats["reopened"] == 1 and orch.stats["resumed"] == 1
     assert [t["status"] for t in log.transcript] == ["no_speech", "answered"]
     assert [m.role for m in orch.history] == ["user", "assistant"]
+    # the utterance heard again is the same words: the user's message is in it once
+    assert orch.history[0].content == "Book a table for two."
     assert orch.history[1].content == "Sure thing. I can help with that. Here is a third sentence."
     assert len(s.stages.llm.requests) == 1  # written once
+    assert log.transcript[0]["user"] == "Book a table for two."  # what was heard, logged
 
 
 def test_a_reply_after_a_long_verdict_starts_only_when_its_silence_is_nearly_over(

@@ -37,7 +37,7 @@ def records(out_dir, name):
 def played_out(out_dir, turns, timeout):
     """Wait until ``turns`` turns are in the transcript: each is written when its reply
     has played out. Records of utterances not taken as turns (the reply's own echo, a
-    backchannel: the reply goes on) do not count."""
+    backchannel, no new words: the reply goes on) do not count."""
     path, deadline = out_dir / "transcript.jsonl", time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and len([t for t in records(out_dir, "transcript.jsonl")
