@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import math
 import threading
 from collections import deque
@@ -28,7 +27,7 @@ from .devices import (Device, buffer_time, device_error, device_lost, find_devic
 from .echo import EchoGate, EchoReference, SpeexAEC, TimedResampler
 from .events import AudioChunk, AudioFrame
 from .session import Session
-from .sinks import AudioSink, Placed, PlayedText, played_text
+from .sinks import AudioSink, Placed, PlayedText, heard_only, played_text
 from .waits import get_within
 
 
@@ -113,12 +112,7 @@ class SpeakerSink(AudioSink):
             self._queue = deque(item for item in self._queue if item[0].turn_id != turn_id)
             # what the listener heard: chunks that had started by now
             result = played_text(self._placed, turn_id, now, self.rate)
-            # those stay, cut where they stopped: a reply resumed after a false
-            # interruption and stopped again was heard from its start, not from the resume
-            self._placed = [p if p.turn_id != turn_id else
-                            dataclasses.replace(p, samples=p.samples[:max(1, round(
-                                (now - p.start) * self.rate))])
-                            for p in self._placed if p.turn_id != turn_id or p.start < now]
+            self._placed = heard_only(self._placed, turn_id, now, self.rate)
             rest = sum(len(p.samples) - done for p, done in self._queue) / self.rate
             self._end = now + self._latency + rest if self._queue else now
             stopped_at = self._last_out.get(turn_id)

@@ -7,6 +7,7 @@ sample reaches the output (that is the turn's ``playback_start``). On barge-in,
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -68,6 +69,22 @@ def played_text(placed: list[Placed], turn_id: int, cut: float, rate: int) -> Pl
                       stopped_at=cut)
 
 
+def heard_only(placed: list[Placed], turn_id: int, cut: float, rate: int) -> list[Placed]:
+    """``placed`` once ``turn_id``'s playback stopped at ``cut``: its chunks as they were
+    heard (cut where they stopped, those not started gone), other turns' as they are.
+    They stay so that a reply resumed after a false interruption and stopped again is
+    reported from its start (``played_text``), not from the resume."""
+    kept = []
+    for p in placed:
+        if p.turn_id == turn_id and p.end(rate) > cut:
+            n = max(0, int(round((cut - p.start) * rate)))
+            if n == 0:
+                continue
+            p = dataclasses.replace(p, samples=p.samples[:n])
+        kept.append(p)
+    return kept
+
+
 class FileSink(AudioSink):
     """A virtual speaker for file mode: audio is laid on the session time line as a
     listener would have heard it (file mode's ConversationWriter writes it out)."""
@@ -96,14 +113,6 @@ class FileSink(AudioSink):
     async def stop(self, turn_id: int) -> PlayedText:
         cut = clock.now()
         result = played_text(self.placed, turn_id, cut, self.rate)
-        kept = []
-        for p in self.placed:
-            if p.turn_id == turn_id and p.end(self.rate) > cut:
-                n = max(0, int(round((cut - p.start) * self.rate)))
-                if n == 0:
-                    continue
-                p.samples = p.samples[:n]
-            kept.append(p)
-        self.placed = kept
+        self.placed = heard_only(self.placed, turn_id, cut, self.rate)
         self._end = max([p.end(self.rate) for p in self.placed], default=cut)
         return result

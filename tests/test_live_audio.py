@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
+from eval.speech_bounds import speech_span
 from eval.wer import wer
 from pipeline.audio import read_wav, write_wav
 from pipeline.config import PipelineSettings
@@ -101,13 +101,12 @@ def reply_went_on(s, turn_id, timeout=60.0):
 
 
 def from_speech(corpus, cid, out_dir):
-    """The clip from 50 ms before its first voiced 20 ms on (a copy in ``out_dir``):
-    said into the microphone, it is heard at once."""
+    """The clip from 50 ms before its speech (``eval.speech_bounds``) on, a copy in
+    ``out_dir``: said into the microphone, it is heard at once."""
     audio = read_wav(clip(corpus, cid))
-    frames = audio[:len(audio) // 320 * 320].reshape(-1, 320)
-    first = int(np.argmax(np.sqrt((frames ** 2).mean(axis=1)) > 0.01))
+    start, _ = speech_span(audio)
     path = out_dir / f"{cid}-from-speech.wav"
-    write_wav(path, audio[max(0, first * 320 - 800):], 16000)
+    write_wav(path, audio[max(0, int((start - 0.05) * 16000)):], 16000)
     return path
 
 
