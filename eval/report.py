@@ -80,6 +80,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"first_clause": False}},
     "three-word first chunk (pipeline.max_first_words: 3; off: 6, as before)":
         {"pipeline": {"max_first_words": 6}},
+    "clauses after a short start (pipeline.clause_words: 8; off: 0, the first chunk only)":
+        {"pipeline": {"clause_words": 0}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
     "stages running ahead (off: pull-only chain)": {"pipeline": {"run_ahead": False}},
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},

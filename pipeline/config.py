@@ -65,9 +65,16 @@ class PipelineSettings(Strict):
         1, ge=1, description="run_ahead: most synthesized chunks the TTS may be ahead of playback.")
     first_clause: bool = Field(
         True, description="The first chunk of a reply may end at a clause (comma, dash, "
-        "colon, semicolon) so that speech starts sooner; later chunks are whole sentences.")
+        "colon, semicolon) so that speech starts sooner; later chunks are whole sentences "
+        "(but see clause_words).")
     min_clause_words: int = Field(
-        3, ge=1, description="Fewest words in a first-chunk clause.")
+        3, ge=1, description="Fewest words in a chunk that ends at a clause.")
+    clause_words: int = Field(
+        8, ge=0, description="first_clause: later chunks may end at a clause too while the "
+        "reply's chunks so far hold fewer than this many words. A short first chunk "
+        "(\"I'm glad!\") is heard in under a second, and a long second sentence written "
+        "whole was not ready by then on a 2.5x slower CPU (a 200-550 ms gap); its first "
+        "clause is. 0: only the first chunk, as before the fourteenth session.")
     max_first_words: Optional[int] = Field(
         3, ge=2, description="First chunk cap: with no punctuation after this many words, "
         "the first chunk is cut at the word boundary (null: wait for punctuation). Three "

@@ -142,7 +142,8 @@ class ReplyChain:
     def splitter(self) -> SentenceSplitter:
         s = self.settings
         return SentenceSplitter(s.first_clause, s.min_clause_words,
-                                s.max_first_words if s.first_clause else None)
+                                s.max_first_words if s.first_clause else None,
+                                s.clause_words)
 
     def audio(self, request: LLMRequest, mark: Callable[[str, float], None]
               ) -> AsyncIterator[AudioChunk]:

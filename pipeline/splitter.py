@@ -4,7 +4,10 @@ Text arrives token by token. A boundary is decided only once the next non-space
 character after the punctuation has arrived, so "$29.99", "Dr. Smith", "e.g. this"
 and "Wait... what" are not cut, and a cut always falls on whitespace: never inside
 a word. The first chunk of a reply may end at a clause (comma, semicolon, colon,
-dash) to start speaking sooner; later chunks are whole sentences.
+dash) to start speaking sooner, and so may the next ones while fewer than
+``clause_words`` words have been sent (a short first chunk, "I'm glad!", is over
+before a long second sentence written whole could be ready on a slow CPU); later
+chunks are whole sentences.
 """
 from __future__ import annotations
 
@@ -27,16 +30,18 @@ _WORD = re.compile(r"\w")
 
 class SentenceSplitter:
     def __init__(self, first_clause: bool = True, min_clause_words: int = 3,
-                 max_first_words: int | None = None):
+                 max_first_words: int | None = None, clause_words: int = 0):
         self.first_clause = first_clause
         self.min_clause_words = min_clause_words
         self.max_first_words = max_first_words
+        self.clause_words = clause_words
         self.reset()
 
     def reset(self) -> None:
         self._buf = ""
         self._scan = 0
         self._emitted = 0
+        self._words_out = 0  # words in the chunks emitted so far
 
     def feed(self, text: str) -> Iterator[str]:
         """Add text; yield every chunk that is now known to be complete."""
@@ -47,6 +52,7 @@ class SentenceSplitter:
                 return
             if _WORD.search(chunk):
                 self._emitted += 1
+                self._words_out += len(chunk.split())
                 yield chunk
 
     def flush(self) -> Iterator[str]:
@@ -86,7 +92,8 @@ class SentenceSplitter:
         mark, nxt = m.group(1).strip(), m.group(4)
         before = self._buf[:m.start(1)]
         if mark in (",", ";", ":", "\u2014", "-", "\u2013"):
-            return (self.first_clause and self._emitted == 0
+            return (self.first_clause
+                    and (self._emitted == 0 or self._words_out < self.clause_words)
                     and len(before.split()) >= self.min_clause_words)
         if "!" in mark or "?" in mark:
             return True

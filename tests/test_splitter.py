@@ -40,6 +40,23 @@ def test_first_chunk_may_be_a_clause_later_ones_are_sentences():
         "Well, I think that you are right, and it is fine.", "Then, we go on, later, fine."]
 
 
+def test_after_a_short_start_the_next_chunk_may_be_a_clause_too():
+    text = "I'm glad! You're very kind and generous, and I'll do everything to help you."
+    assert split_tokenwise(text, clause_words=8) == [
+        "I'm glad!", "You're very kind and generous,", "and I'll do everything to help you."]
+    assert split_tokenwise(text) == [  # clause_words=0: the first chunk only
+        "I'm glad!", "You're very kind and generous, and I'll do everything to help you."]
+    # once the chunks sent hold clause_words words, sentences are whole again
+    long_start = "That is a very good idea for the weekend. " + text
+    assert split_tokenwise(long_start, clause_words=8)[2] == (
+        "You're very kind and generous, and I'll do everything to help you.")
+    # a clause still needs min_clause_words words, and first_clause off turns all off
+    assert split_tokenwise("Yes! Oh, well, it is fine, you see.", clause_words=8) == [
+        "Yes!", "Oh, well, it is fine,", "you see."]
+    assert split_tokenwise(text, first_clause=False, clause_words=8) == [
+        "I'm glad!", "You're very kind and generous, and I'll do everything to help you."]
+
+
 def test_boundary_waits_for_the_next_non_space_character():
     s = SentenceSplitter()
     assert list(s.feed("Hello there.")) == []
