@@ -61,7 +61,7 @@ def main() -> None:
         n = min(len(far), 16000 * 9) // 512 * 512
         far = far[:n]
         for delay_ms in (30, 60, 120):
-            for gain in (0.3, 0.6):
+            for gain in (0.0, 0.3, 0.6):
                 d = int(delay_ms * 16)
                 echo = np.concatenate([np.zeros(d, np.float32), far[:-d]]) * gain
                 st = 4 * 16000

@@ -111,7 +111,8 @@ def test_run_ahead_closes_the_gap_between_sentences_when_the_llm_is_slow(default
         _, _, _, log = session(default_config, [(1.0, 2.0)], 12.0, llm=FakeLLM(**slow),
                                tts=FakeTTS(delay=0.3, seconds_per_word=0.4),
                                speculative=False, run_ahead=ahead,
-                               first_audio_priority=first_audio_priority)
+                               first_audio_priority=first_audio_priority,
+                               clause_words=0)  # whole sentences after the first
         gaps[ahead, first_audio_priority] = log.timeline[0]["sentence_gaps_ms"]
     # run ahead, sentence 2 is written while sentence 1 is synthesized (0.3 s) and
     # plays: the silence before it is shorter by exactly that synthesis time
@@ -119,6 +120,29 @@ def test_run_ahead_closes_the_gap_between_sentences_when_the_llm_is_slow(default
     assert gaps[False, False] == [pytest.approx(1400, abs=0.5)]
     # the price of pausing the LLM for the first audio, when the LLM is this slow
     assert gaps[True, True] == [pytest.approx(1400, abs=0.5)]
+
+
+def test_after_a_short_first_chunk_a_clause_goes_first_and_the_gap_shrinks(default_config):
+    # a slow CPU's LLM (0.08 s a word): "I'm glad!" is heard in 0.6 s, and the long
+    # sentence after it, written whole, is not ready by then; its first clause is
+    reply = "I'm glad! You're very kind and generous, and I'll do everything to help you."
+    gaps, chunks = {}, {}
+    for words in (0, 8):
+        _, stages, _, log = session(default_config, [(1.0, 2.0)], 12.0,
+                                    llm=FakeLLM(ttft=0.05, per_token=0.08, reply=reply),
+                                    tts=FakeTTS(delay=0.3, seconds_per_word=0.3),
+                                    speculative=False, clause_words=words)
+        gaps[words] = log.timeline[0]["sentence_gaps_ms"]
+        chunks[words] = [text for _, text in stages.tts.texts]
+        assert log.transcript[0]["assistant"] == reply
+    assert chunks[0] == ["I'm glad!", reply[10:]]
+    assert chunks[8] == ["I'm glad!", "You're very kind and generous,",
+                         "and I'll do everything to help you."]
+    # "I'm glad!" plays from 2.914 s to 3.514 s. The clause is known when the word after
+    # it arrives (3.314 s), the whole sentence at its last word, six words (0.48 s)
+    # later; each is then synthesized in 0.3 s. The rest is written while the clause plays
+    assert gaps[0] == [pytest.approx(580, abs=0.5)]
+    assert gaps[8] == [pytest.approx(100, abs=0.5), 0]
 
 
 def test_naive_mode_waits_for_the_whole_reply(default_config):
