@@ -123,9 +123,9 @@ def test_barge_in_stops_playback_and_keeps_the_partial_reply(room, tmp_path, cor
     # where there was no playback to stop
     barge = from_speech(corpus, "cmusphinx_goforward", tmp_path)
     reply_went_on(s, 1)
-    # past the echo gate's first audio.aec_converge_s of speaker activity, where it takes
-    # speech quieter than the speaker's for echo (README, fourteenth session: in that
-    # window a barge-in can go unheard); the reply is far longer
+    # after the first seconds of this, the session's first reply: the echo gate learns
+    # the echo level from them, and speech there becomes that level, its own frames then
+    # taken for echo (README, fourteenth session); the reply is far longer
     time.sleep(AudioSettings().aec_converge_s)
     assert reply_words(s, 1) >= 20, s.output
     room.say(barge)
