@@ -73,9 +73,12 @@ def test_the_pieces_speak_the_words(piper, asr):
 
 
 def test_the_reply_chain_hands_on_the_first_chunk_in_pieces(piper):
-    llm = FakeLLM(ttft=0.0, per_token=0.0, reply="That's a great idea! I hope you have a wonderful day.")
+    # a first chunk long enough to be decoded in pieces, whatever Piper's draw of its
+    # durations (the default three-word cut, "That's a great", is ~0.75 s: whole or not)
+    llm = FakeLLM(ttft=0.0, per_token=0.0, reply="That sounds like a really wonderful plan! "
+                  "I hope you have a lovely day.")
     marks = {}
-    chunks = run(collect(ReplyChain(llm, piper, PipelineSettings()).audio(
+    chunks = run(collect(ReplyChain(llm, piper, PipelineSettings(max_first_words=8)).audio(
         LLMRequest(1, 0.0, []), marks.setdefault)))
     head, tail, *later = chunks
     assert head.text and head.more and not head.continues
