@@ -74,6 +74,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
     "speculation from the speaker's own level (vad.early_pause_drop)":
         {"vad": {"early_pause_drop": None}},
     "short-window ASR": {"asr": {"short_window": False}},
+    "6 s ASR window floor (asr.window_floor_s: 6, a rejected decode retried in 10 s; off: "
+    "10 s, as before)": {"asr": {"window_floor_s": 10.0}},
     "incremental transcription (asr.incremental: after an inner pause, the rest only)":
         {"asr": {"incremental": False}},
     "first-clause TTS (clause or max_first_words first chunk)":

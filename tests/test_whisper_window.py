@@ -122,3 +122,38 @@ def test_a_transcription_given_up_skips_its_decoder(asr, corpus, monkeypatch):
     monkeypatch.undo()
     text, _ = asr.transcribe(audio)  # not given up: the whole transcript, as before
     assert len(text.split()) > 40, text
+
+
+def test_a_short_window_the_guard_rejects_is_decoded_again_in_the_longer_one(asr, corpus,
+                                                                             monkeypatch):
+    """asr.window_floor_s (6 s) encodes a short utterance sooner; what its guard rejects
+    there goes to the window_retry_s window (10 s, the real decode), not to the padded
+    30 s one. The guard is told to reject every window under 10 s here."""
+    from stages import asr_faster_whisper
+    from stages.whisper_window import WindowResult
+
+    clip, audio = clip_of(corpus, "cmusphinx_goforward")  # ~3 s: a 6 s window
+    cfg = asr.config
+    assert cfg.window_floor_s < cfg.window_retry_s
+    real, floors = asr_faster_whisper.decode_window, []
+
+    def decode_window(model, tokenizer, audio, margin_s, floor_s, *args, **kw):
+        floors.append(floor_s)
+        res = real(model, tokenizer, audio, margin_s, floor_s, *args, **kw)
+        return WindowResult(res.text, "scripted" if floor_s < 10 else None)
+
+    monkeypatch.setattr(asr_faster_whisper, "decode_window", decode_window)
+    before = dict(asr.stats)
+    text, _ = asr.transcribe(audio)
+    assert floors == [cfg.window_floor_s, cfg.window_retry_s]
+    assert asr.stats["retried"] == before["retried"] + 1
+    assert asr.stats["fallback"] == before["fallback"] and asr.stats["short"] == before["short"]
+    assert wer([clip.text], [text]) < 0.3, text
+
+    # without a longer window to try: the padded decode, as before
+    monkeypatch.setattr(asr, "config", cfg.model_copy(update={"window_retry_s": None}))
+    floors.clear()
+    text, _ = asr.transcribe(audio)
+    assert floors == [cfg.window_floor_s]
+    assert asr.stats["fallback"] == before["fallback"] + 1
+    assert wer([clip.text], [text]) < 0.3, text
