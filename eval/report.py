@@ -84,6 +84,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"max_first_words": 6}},
     "clauses after a short start (pipeline.clause_words: 8; off: 0, the first chunk only)":
         {"pipeline": {"clause_words": 0}},
+    "word cut after a short start (pipeline.max_next_words: 8; off: null, punctuation only)":
+        {"pipeline": {"max_next_words": None}},
     "streaming TTS (sentence by sentence)": {"pipeline": {"stream_tts": False}},
     "stages running ahead (off: pull-only chain)": {"pipeline": {"run_ahead": False}},
     "KV-cache reuse": {"llm": {"reuse_kv_cache": False}},

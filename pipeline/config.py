@@ -75,6 +75,13 @@ class PipelineSettings(Strict):
         "(\"I'm glad!\") is heard in under a second, and a long second sentence written "
         "whole was not ready by then on a 2.5x slower CPU (a 200-550 ms gap); its first "
         "clause is. 0: only the first chunk, as before the fourteenth session.")
+    max_next_words: Optional[int] = Field(
+        8, ge=2, description="first_clause: while the reply's chunks so far hold fewer than "
+        "clause_words words, a later chunk with no punctuation after this many words is cut "
+        "at the word boundary too. After a short first chunk (\"The word 'amiable'\"), a "
+        "long sentence with no comma was written and synthesized whole, and was not ready "
+        "when the first chunk had played on a 2.5x slower CPU (gaps of 200-1600 ms, "
+        "fifteenth session). null: wait for punctuation, as before.")
     max_first_words: Optional[int] = Field(
         3, ge=2, description="First chunk cap: with no punctuation after this many words, "
         "the first chunk is cut at the word boundary (null: wait for punctuation). Three "

@@ -143,7 +143,7 @@ class ReplyChain:
         s = self.settings
         return SentenceSplitter(s.first_clause, s.min_clause_words,
                                 s.max_first_words if s.first_clause else None,
-                                s.clause_words)
+                                s.clause_words, s.max_next_words if s.first_clause else None)
 
     def audio(self, request: LLMRequest, mark: Callable[[str, float], None]
               ) -> AsyncIterator[AudioChunk]:

@@ -7,7 +7,9 @@ a word. The first chunk of a reply may end at a clause (comma, semicolon, colon,
 dash) to start speaking sooner, and so may the next ones while fewer than
 ``clause_words`` words have been sent (a short first chunk, "I'm glad!", is over
 before a long second sentence written whole could be ready on a slow CPU); later
-chunks are whole sentences.
+chunks are whole sentences. A first chunk with no punctuation is cut after
+``max_first_words`` words, and, while fewer than ``clause_words`` have been sent, a
+later one after ``max_next_words``.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ _WORD = re.compile(r"\w")
 
 class SentenceSplitter:
     def __init__(self, first_clause: bool = True, min_clause_words: int = 3,
-                 max_first_words: int | None = None, clause_words: int = 0):
+                 max_first_words: int | None = None, clause_words: int = 0,
+                 max_next_words: int | None = None):
         self.first_clause = first_clause
         self.min_clause_words = min_clause_words
         self.max_first_words = max_first_words
         self.clause_words = clause_words
+        self.max_next_words = max_next_words
         self.reset()
 
     def reset(self) -> None:
@@ -72,17 +76,19 @@ class SentenceSplitter:
                 return chunk
             self._scan = m.start(3)
         if self._emitted == 0 and self.max_first_words:
-            return self._cut_long_first()
+            return self._cut_long(self.max_first_words)
+        if self.max_next_words and self._emitted and self._words_out < self.clause_words:
+            return self._cut_long(self.max_next_words)
         return None
 
-    def _cut_long_first(self) -> str | None:
-        """A first chunk with no punctuation yet: once ``max_first_words`` whole words
-        have arrived (the next one has begun), cut after them, so that speech starts
-        however long the first sentence is."""
+    def _cut_long(self, n: int) -> str | None:
+        """A chunk with no punctuation yet: once ``n`` whole words have arrived (the next
+        one has begun), cut after them, so that speech starts (or goes on) however long
+        the sentence is."""
         words = list(re.finditer(r"\S+", self._buf))
-        if len(words) <= self.max_first_words:
+        if len(words) <= n:
             return None
-        end = words[self.max_first_words - 1].end()
+        end = words[n - 1].end()
         chunk = self._buf[:end].strip()
         self._buf = self._buf[end:].lstrip()
         self._scan = 0

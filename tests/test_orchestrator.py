@@ -122,19 +122,27 @@ def test_run_ahead_closes_the_gap_between_sentences_when_the_llm_is_slow(default
     assert gaps[True, True] == [pytest.approx(1400, abs=0.5)]
 
 
+def slow_reply_gaps(config, reply, key, values):
+    """With a slow CPU's LLM (0.08 s a word) and TTS (0.3 s, then 0.3 s of audio a word):
+    for each value of the pipeline setting ``key``, the gaps between the reply's chunks
+    and the chunks sent to the TTS."""
+    gaps, chunks = {}, {}
+    for value in values:
+        _, stages, _, log = session(config, [(1.0, 2.0)], 12.0,
+                                    llm=FakeLLM(ttft=0.05, per_token=0.08, reply=reply),
+                                    tts=FakeTTS(delay=0.3, seconds_per_word=0.3),
+                                    speculative=False, **{key: value})
+        gaps[value] = log.timeline[0]["sentence_gaps_ms"]
+        chunks[value] = [text for _, text in stages.tts.texts]
+        assert log.transcript[0]["assistant"] == reply
+    return gaps, chunks
+
+
 def test_after_a_short_first_chunk_a_clause_goes_first_and_the_gap_shrinks(default_config):
     # a slow CPU's LLM (0.08 s a word): "I'm glad!" is heard in 0.6 s, and the long
     # sentence after it, written whole, is not ready by then; its first clause is
     reply = "I'm glad! You're very kind and generous, and I'll do everything to help you."
-    gaps, chunks = {}, {}
-    for words in (0, 8):
-        _, stages, _, log = session(default_config, [(1.0, 2.0)], 12.0,
-                                    llm=FakeLLM(ttft=0.05, per_token=0.08, reply=reply),
-                                    tts=FakeTTS(delay=0.3, seconds_per_word=0.3),
-                                    speculative=False, clause_words=words)
-        gaps[words] = log.timeline[0]["sentence_gaps_ms"]
-        chunks[words] = [text for _, text in stages.tts.texts]
-        assert log.transcript[0]["assistant"] == reply
+    gaps, chunks = slow_reply_gaps(default_config, reply, "clause_words", (0, 8))
     assert chunks[0] == ["I'm glad!", reply[10:]]
     assert chunks[8] == ["I'm glad!", "You're very kind and generous,",
                          "and I'll do everything to help you."]
@@ -143,6 +151,21 @@ def test_after_a_short_first_chunk_a_clause_goes_first_and_the_gap_shrinks(defau
     # later; each is then synthesized in 0.3 s. The rest is written while the clause plays
     assert gaps[0] == [pytest.approx(580, abs=0.5)]
     assert gaps[8] == [pytest.approx(100, abs=0.5), 0]
+
+
+def test_after_a_short_first_chunk_a_long_sentence_is_cut_at_a_word_and_the_gap_shrinks(
+        default_config):
+    # the same slow LLM, and a sentence with no comma after the three-word first chunk
+    reply = ('The word "amiable" is a formal and literary term that means gentle and '
+             "kind to others.")
+    gaps, chunks = slow_reply_gaps(default_config, reply, "max_next_words", (None, 8))
+    assert chunks[None] == ['The word "amiable"', reply[19:]]
+    assert chunks[8] == ['The word "amiable"', "is a formal and literary term that means",
+                         "gentle and kind to others."]
+    # the first chunk plays for 0.9 s; the rest of the sentence, written whole (14 words,
+    # 1.12 s) then synthesized (0.3 s), comes 360 ms after it; its first 8 words, 40 ms
+    assert gaps[None] == [pytest.approx(360, abs=0.5)]
+    assert gaps[8] == [pytest.approx(40, abs=0.5), 0]
 
 
 def test_naive_mode_waits_for_the_whole_reply(default_config):

@@ -57,6 +57,29 @@ def test_after_a_short_start_the_next_chunk_may_be_a_clause_too():
         "I'm glad!", "You're very kind and generous, and I'll do everything to help you."]
 
 
+def test_after_a_short_start_a_long_sentence_without_punctuation_is_cut_too():
+    # this session's slow run: the first chunk played, and the rest of the 17-word sentence,
+    # written and synthesized whole, came 648 ms after it
+    text = ('The word "old-sposed" is a metaphorical expression that means someone has '
+            "become less kind over the years. It is rare.")
+    tokens = [t + " " for t in text.split(" ")]  # word by word, as the LLM writes
+    assert split_tokenwise(text, tokens, max_first_words=3, clause_words=8,
+                           max_next_words=8) == [
+        'The word "old-sposed"', "is a metaphorical expression that means someone has",
+        "become less kind over the years.", "It is rare."]
+    # null: punctuation only, as before
+    assert split_tokenwise(text, tokens, max_first_words=3, clause_words=8) == [
+        'The word "old-sposed"',
+        "is a metaphorical expression that means someone has become less kind over the years.",
+        "It is rare."]
+    # a sentence that ends within max_next_words words stays whole, and once the chunks sent
+    # hold clause_words words, long sentences are whole again
+    text = "I'm glad! Let us meet at the station. It is a long way from here to the old town."
+    assert split_tokenwise(text, max_first_words=3, clause_words=8, max_next_words=6) == [
+        "I'm glad!", "Let us meet at the station.",
+        "It is a long way from here to the old town."]
+
+
 def test_boundary_waits_for_the_next_non_space_character():
     s = SentenceSplitter()
     assert list(s.feed("Hello there.")) == []
