@@ -67,6 +67,12 @@ class SentenceSplitter:
             self._emitted += 1
             yield rest
 
+    @property
+    def _short_start(self) -> bool:
+        """The chunks sent so far hold fewer than ``clause_words`` words: the next may
+        end at a clause, or after ``max_next_words`` words."""
+        return self._words_out < self.clause_words
+
     def _next_chunk(self) -> str | None:
         for m in _CANDIDATE.finditer(self._buf, self._scan):
             if self._is_boundary(m):
@@ -77,7 +83,7 @@ class SentenceSplitter:
             self._scan = m.start(3)
         if self._emitted == 0 and self.max_first_words:
             return self._cut_long(self.max_first_words)
-        if self.max_next_words and self._emitted and self._words_out < self.clause_words:
+        if self.max_next_words and self._emitted and self._short_start:
             return self._cut_long(self.max_next_words)
         return None
 
@@ -99,7 +105,7 @@ class SentenceSplitter:
         before = self._buf[:m.start(1)]
         if mark in (",", ";", ":", "\u2014", "-", "\u2013"):
             return (self.first_clause
-                    and (self._emitted == 0 or self._words_out < self.clause_words)
+                    and (self._emitted == 0 or self._short_start)
                     and len(before.split()) >= self.min_clause_words)
         if "!" in mark or "?" in mark:
             return True

@@ -28,7 +28,10 @@ from stages.whisper_window import HOP, SAMPLE_RATE, encode, window_features
 
 # more threads must be this much faster (as a fraction of the fewer threads' time)
 MARGIN = 0.10
-WINDOW_S = 10.0  # a typical decode's window (asr.window_retry_s; the floor, asr.window_floor_s, was 10 s too until the fifteenth session)
+# a typical decode's window: asr.window_retry_s (the floor, asr.window_floor_s, was 10 s
+# too until the fifteenth session; timed on 6 s, the decoder chose two threads, slower
+# in a turn beside Smart Turn)
+WINDOW_S = 10.0
 TOKENS = 16  # about a 10-word utterance
 REPEATS = 2  # timed rounds, after one untimed (oneDNN's primitives, the page-in)
 TEXT = " We also need a small plastic snake and a big toy frog for the kids."
