@@ -20,6 +20,7 @@ import numpy as np
 
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
+from eval.probe import speed_probe
 from eval.stats import percentiles
 from eval.wer import wer
 from pipeline.audio import read_wav
@@ -79,8 +80,12 @@ def main() -> None:
                     help="asr.window_floor_s for the short window (the profile's otherwise)")
     args = ap.parse_args()
     with SlowCpu(args.slow) if args.slow else contextlib.nullcontext():
+        start = speed_probe()
         res = bench(args.config, args.repeats, args.window_floor)
+        end = speed_probe()
     res["cpu_fraction"] = args.slow or 1.0
+    # the machine's speed at the start and the end (under --slow: the emulation's)
+    res["speed_probe_ms"] = {"start": start, "end": end}
     for name in ("standard_padded", "short_window"):
         r = res[name]
         print(f"{name:16s} WER {r['wer'] * 100:5.2f}%  decode p50 {r['decode_ms_p50']:6.1f} ms"
@@ -89,6 +94,10 @@ def main() -> None:
           f"window, {res['short_window']['guard_fallbacks']} guard fallbacks, "
           f"{res['short_window']['repeats_cut']} repeats cut, WER "
           f"{res['wer_delta_points']:+.2f} points, {res['speedup_p50']}x faster at p50")
+    print("CPU probe (eval/probe.py, compute / memory / two cores ms): "
+          + " at the start, ".join(f"{p['compute_ms']:.1f} / {p['memory_ms']:.1f} / "
+                                   f"{p['two_cores_ms']:.1f}" for p in (start, end))
+          + " at the end")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_asr.json").write_text(json.dumps(res, indent=2))
 

@@ -13,7 +13,13 @@ that speech then discards), and utterances the VAD itself splits (a silence past
 ``pipeline.max_silence_ms`` with adaptive endpointing, else ``vad.min_silence_ms``). Per
 setting of ``vad.relative_drop`` and of ``vad.early_pause_drop``, per group (clean,
 noisy): p50 and p90 of the lag, inner pauses per clip, and clips whose end was not heard
-before the trailing silence. Writes eval/out/bench_vad.json.
+before the trailing silence.
+
+``--room``: the noisy clips as in a noisy room, where the noise does not stop with the
+clip: each noisy clip's own noise (the clip less its clean twin) is looped for
+``ROOM_BEFORE_S`` before it and ``ROOM_AFTER_S`` after it. For each clip: the
+utterances the VAD heard, and whether it heard the last one end before the input
+ended (where a live session's input never does). Writes eval/out/bench_vad.json.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from eval.corpus import load_manifest
-from eval.speech_bounds import speech_end
+from eval.speech_bounds import speech_end, speech_span
 from eval.stats import percentiles
 from pipeline.audio import read_wav
 from pipeline.config import load_config
@@ -35,6 +41,7 @@ from pipeline.events import (AudioFrame, SpeechEnded, SpeechPaused, SpeechResume
 
 OUT = Path(__file__).resolve().parent / "out"
 LEAD_S, TAIL_S = 0.5, 1.5
+ROOM_BEFORE_S, ROOM_AFTER_S = 1.0, 3.0
 
 
 async def _events(vad, audio: np.ndarray) -> list:
@@ -101,6 +108,49 @@ def measure(config_path: str, key: str, value: Optional[float]) -> dict[str, Any
             key: value, "groups": groups, "rows": rows}
 
 
+def in_a_noisy_room(config_path: str) -> list[dict[str, Any]]:
+    """Each noisy clip with its noise going on before and after it (see ``--room``)."""
+    from stages.vad_silero import SileroVAD
+
+    config = load_config(config_path)
+    vad = SileroVAD(config.vad)
+    pc = config.pipeline
+    if pc.endpointing == "adaptive" and pc.speculative:
+        vad.end_silence_ms = pc.max_silence_ms
+    asyncio.run(vad.start())
+    clips = load_manifest()
+    by_id = {c.id: c for c in clips}
+    rows = []
+    try:
+        for clip in clips:
+            twin = by_id.get(clip.id.replace("_noisy", "_clean"))
+            if not clip.id.endswith("_noisy") or twin is None:
+                continue
+            noisy, clean = read_wav(clip.path), read_wav(twin.path)
+            n = min(len(noisy), len(clean))
+            noise = noisy[:n] - clean[:n]
+            room = np.tile(noise, int(np.ceil((ROOM_BEFORE_S + ROOM_AFTER_S) * 16000 / n)) + 1)
+            before = room[:int(ROOM_BEFORE_S * 16000)]
+            after = room[len(before):len(before) + int(ROOM_AFTER_S * 16000)]
+            audio = np.concatenate([before, noisy, after])
+            start, end = (ROOM_BEFORE_S + t for t in speech_span(clean))
+            evs = asyncio.run(_events(vad, audio))
+            started = [ev.t for ev in evs if isinstance(ev, SpeechStarted)]
+            heard = end_heard(evs)
+            input_end = len(audio) / 16000
+            snr = 10 * np.log10(np.mean(np.square(clean[:n])) / np.mean(np.square(noise)))
+            rows.append({"clip": clip.id, "snr_db": round(float(snr), 1),
+                         "utterances": len(started),
+                         # Silero heard the noise alone as speech (before the user spoke)
+                         "began_on_the_noise": bool(started and started[0] < start),
+                         # a pause the input's end did not cause: heard while the noise went on
+                         "end_heard": bool(heard is not None and heard < input_end - 0.1),
+                         "lag_ms": round(float(heard - end) * 1000, 1) if heard is not None else None})
+    finally:
+        asyncio.run(vad.aclose())
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/default.yaml")
@@ -108,7 +158,24 @@ def main() -> None:
                     help="settings to compare with the absolute thresholds alone")
     ap.add_argument("--early-pause-drop", type=float, nargs="*", default=[0.2],
                     help="the same for vad.early_pause_drop (speculation only)")
+    ap.add_argument("--room", action="store_true",
+                    help="only the noisy clips with their noise going on (a noisy room)")
     args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.room:
+        rows = in_a_noisy_room(args.config)
+        print("| noisy clip, its noise going on | SNR dB | utterances | began on the noise "
+              "| end heard | lag ms |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            lag = f"{r['lag_ms']:.0f}" if r["end_heard"] else "-"
+            print(f"| {r['clip']} | {r['snr_db']:.1f} | {r['utterances']} | "
+                  f"{'yes' if r['began_on_the_noise'] else 'no'} | "
+                  f"{'yes' if r['end_heard'] else 'no'} | {lag} |")
+        print(f"end heard while the noise went on: {sum(r['end_heard'] for r in rows)} of "
+              f"{len(rows)}")
+        (OUT / "bench_vad_room.json").write_text(json.dumps(rows, indent=1))
+        return
     results = [measure(args.config, "relative_drop", None)]
     results += [measure(args.config, "relative_drop", d) for d in args.relative_drop]
     results += [measure(args.config, "early_pause_drop", d) for d in args.early_pause_drop]
@@ -120,7 +187,6 @@ def main() -> None:
             print(f"| {res['setting']} | {name} ({g['clips']}) | {g['lag_ms']['p50']:.0f} | "
                   f"{g['lag_ms']['p90']:.0f} | {g['inner_pauses_per_clip']:.2f} | "
                   f"{g['end_heard_before_the_clip_ended']} | {g['split_utterances']} |")
-    OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_vad.json").write_text(json.dumps(results, indent=1, default=float))
 
 

@@ -33,6 +33,7 @@ import yaml
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
 from eval.pauses import build_items, pauses_benchmark, render as render_pauses
+from eval.probe import drift, speed_probe
 from eval.quality import VARIANTS as QUALITY_VARIANTS, headline, render as render_quality, run_profile as run_quality, \
     synthesize
 from eval.questions import QUESTIONS
@@ -298,10 +299,12 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
             variants.append(("naive cascade", naive_overrides(base), turns))
     total = sum(n for _, _, n in variants)
     results: dict[str, Any] = {}
+    probes: dict[str, dict[str, float]] = {}  # the machine's speed before each replay
     t_start = time.perf_counter()
     with tqdm(total=total, unit="turn", desc="report", dynamic_ncols=True) as bar:
         for name, over, n in variants:
             bar.set_postfix_str(name)
+            probes[name] = speed_probe()
             results[name] = asyncio.run(run_conversation(apply(base, over), clips[:n], seed, bar,
                                                          llm_cpu))
     pauses_result = None
@@ -314,6 +317,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         print("reply quality: the spoken question set")
         quality_result = run_quality(base, synthesize(
             QUESTIONS[:pauses_items] if pauses_items else QUESTIONS))
+    probes["end"] = speed_probe()
     elapsed = time.perf_counter() - t_start
 
     full = results["full pipeline"]
@@ -343,7 +347,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         "endpointing": full["counts"],
         "ready_s": full["ready_s"],
         "elapsed_s": elapsed,
-        "machine": machine(),
+        "machine": {**machine(), "speed_probe_ms": probes, "speed_drift": drift(probes)},
     }
     spec = full["speculation"]
     if spec["speculative_started"]:
@@ -362,6 +366,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
                           "first_sound_ms": summarize(res["turns"], "first sound"),
                           "full_pipeline_first_sound_ms": summarize(same, "first sound"),
                           "ratio_p50": s["p50"] / ref["p50"] if s["p50"] and ref["p50"] else None,
+                          "speed_probe_ms": probes.get(name),
                           "first_turn_v2v_ms": durations_ms(res["turns"][0])["V2V"]
                           if res["turns"] else None, **sentence_gaps(res["turns"])}
         n_ref = min(ablation_turns, len(full_turns))
@@ -397,6 +402,22 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
     md = render_markdown(summary, base, full_turns, pauses_result, quality_result)
     (out / "report.md").write_text(md)
     return summary
+
+
+def _probe(p: Optional[dict[str, float]]) -> str:
+    return "—" if not p else (f"{p['compute_ms']:.1f} / {p['memory_ms']:.1f} / "
+                              f"{p['two_cores_ms']:.1f}")
+
+
+def _drift_note(spread: Optional[float], warn: float = 0.2) -> str:
+    """What the probes' spread means for comparing rows (the probe itself varies by up
+    to ~15% back to back: eval/probe.py)."""
+    if spread is None:
+        return ""
+    if spread < warn:
+        return f"The machine's speed held within {spread:.0%} during the run."
+    return (f"**The machine's speed changed by up to {spread:.0%} during the run**: a ratio "
+            "between rows within that much may be the machine's, not the switch's.")
 
 
 def _ms(x: Optional[float]) -> str:
@@ -466,13 +487,15 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                   + "), same run. Ratio = variant V2V p50 / "
                   "full pipeline V2V p50 on the same turns (shown as 'full p50').", "",
                   "| variant | turns | V2V p50 ms | V2V p90 ms | first turn ms | full p50 ms "
-                  "| ratio p50 | sentence gap p90 ms | first sound p50 ms (full) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  "| ratio p50 | sentence gap p90 ms | first sound p50 ms (full) "
+                  "| CPU probe ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
                   f"| full pipeline | {ref['turns']} | {_ms(ref['v2v_ms']['p50'])} | "
                   f"{_ms(ref['v2v_ms']['p90'])} | {_ms(summary['first_turn_v2v_ms'])} | "
                   f"{_ms(ref['v2v_ms']['p50'])} | 1.00 | "
                   f"{_ms(sentence_gaps(turns[:ref['turns']])['sentence_gap_ms']['p90'])} | "
-                  f"{_ms(ref['first_sound_ms']['p50'])} |"]
+                  f"{_ms(ref['first_sound_ms']['p50'])} | "
+                  f"{_probe(summary['machine'].get('speed_probe_ms', {}).get('full pipeline'))} |"]
         for name, row in summary["ablation"].items():
             r = row["ratio_p50"]
             lines.append(f"| {name} | {row['turns']} | {_ms(row['v2v_ms']['p50'])} | "
@@ -481,7 +504,12 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                          f"{'—' if r is None else f'{r:.2f}'} | "
                          f"{_ms(row['sentence_gap_ms']['p90'])} | "
                          f"{_ms(row['first_sound_ms']['p50'])} "
-                         f"({_ms(row['full_pipeline_first_sound_ms']['p50'])}) |")
+                         f"({_ms(row['full_pipeline_first_sound_ms']['p50'])}) | "
+                         f"{_probe(row.get('speed_probe_ms'))} |")
+        lines += ["", "CPU probe: the machine's speed just before the row's replay "
+                  "(eval/probe.py: compute / memory ms on one thread / compute on both cores at once; "
+                  "lower is faster). "
+                  + _drift_note(summary["machine"].get("speed_drift"))]
         if naive:
             lines += ["", f"Speed-up over the naive cascade at p50 ({naive['turns']} turns): "
                           f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
@@ -508,6 +536,10 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
               f"{m['cpu']}, {m['cores']} cores, {m['mhz']} MHz, ISA: {', '.join(m['isa'])}; "
               f"{m['platform']}; Python {m['python']}",
               "", ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+              "", "CPU probe (eval/probe.py: compute / memory ms on one thread / compute on "
+              "both cores at once, before each replay and at the end): " + ", ".join(
+                  f"{k} {_probe(v)}" for k, v in m.get("speed_probe_ms", {}).items())
+              + ". " + _drift_note(m.get("speed_drift")),
               "", f"Run time: {summary['elapsed_s']:.0f} s.",
               "", "## Config used", "", "```yaml",
               yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip(), "```",

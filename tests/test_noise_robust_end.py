@@ -76,3 +76,18 @@ def test_a_provisional_pause_starts_speculation_sooner_in_noise_and_ends_nothing
         sooner.append(end_heard(plain) - end_heard(early))
     assert all(d >= 0 for d in sooner), sooner
     assert np.median(sooner) > 0.1, sooner  # ~170 ms in eval.bench_vad
+
+
+def test_the_noisy_room_bench_keeps_the_noise_going_after_the_clip(default_config):
+    """eval.bench_vad --room: each noisy clip with its own noise (the clip less its clean
+    twin) before and after it. Where Silero hears that noise as silence (p287_005, 14.6
+    dB), the end of speech is heard while the noise goes on; the bench measures the
+    others (README, sixteenth session: Silero hears 4 of the 6 noises as speech)."""
+    from eval.bench_vad import in_a_noisy_room
+
+    rows = {r["clip"]: r for r in in_a_noisy_room("configs/default.yaml")}
+    assert len(rows) == 6 and all(cid.endswith("_noisy") for cid in rows)
+    quiet_noise = rows["vctk-valentini_p287_005_noisy"]
+    assert quiet_noise["end_heard"] and 0 < quiet_noise["lag_ms"] < 500
+    assert quiet_noise["snr_db"] > 10
+    assert all(r["utterances"] >= 1 for r in rows.values())

@@ -1,0 +1,86 @@
+"""How fast this machine is right now: a fixed piece of work, timed.
+
+A shared VM's speed changes under its neighbours' load: in one session the same
+report gave V2V p50 407-468 ms, and a one-thread matrix product took 1.43 s in one
+hour and 1.85 s in the next. The report (``eval.report``) times this probe before
+each replay and once at the end, so that a row replayed on a slower machine is seen
+as such, and a ratio between two rows is not read as the pipeline's own change when
+it is within the machine's drift.
+
+Three parts, each the fastest of ``repeats`` timings (the least disturbed; back to back,
+the same part still varies by up to ~15% on a shared VM):
+- compute: float32 matrix products on one thread (what the models' kernels do on a
+  batch);
+- memory: sums over an array larger than the caches, on one thread (what generating
+  one token does: every weight read once);
+- two cores: the compute part on two threads at once, its wall time (a neighbour
+  that takes one of the VM's two cores shows here, not in the one-thread parts).
+Under an emulated slower CPU (``eval.cpu_quota.SlowCpu``) the calling thread has its
+quota too, so the one-thread parts show the slow-down the emulation gives (the two-core
+part's second thread starts in the first one's quota, until the emulation's watcher
+gives it its own).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+
+MATRIX = 192  # compute: MATRIX x MATRIX float32 products
+PRODUCTS = 120
+MEMORY_MB = 64  # memory: an array of this many MB (beyond the caches of a small VM)
+SUMS = 2
+
+
+def _timed(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        times.append((time.perf_counter() - t0) * 1000)
+    return min(times)
+
+
+def speed_probe(repeats: int = 5) -> dict[str, float]:
+    """{"compute_ms", "memory_ms", "two_cores_ms"}: the fastest of ``repeats`` timings
+    of each part.
+    NumPy runs them on one thread here (``pipeline`` sets OPENBLAS_NUM_THREADS=1)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((MATRIX, MATRIX), dtype=np.float32)
+    big = np.ones(MEMORY_MB * 2**20 // 4, np.float32)
+
+    def compute() -> None:
+        x = a
+        for _ in range(PRODUCTS):
+            x = a @ x
+            x /= np.abs(x).max()  # keep the values finite
+
+    def memory() -> None:
+        for _ in range(SUMS):
+            big.sum()
+
+    def both() -> None:  # NumPy releases the GIL in its products
+        other = threading.Thread(target=compute)
+        other.start()
+        compute()
+        other.join()
+
+    compute(), memory()  # page in, warm the caches and the BLAS
+    return {"compute_ms": round(_timed(compute, repeats), 2),
+            "memory_ms": round(_timed(memory, repeats), 2),
+            "two_cores_ms": round(_timed(both, repeats), 2)}
+
+
+def drift(probes: dict[str, dict[str, float]]) -> Optional[float]:
+    """The largest spread of any part across ``probes`` (label -> probe), as a
+    fraction of its fastest timing: 0.25 = the slowest was 25% slower. None if fewer
+    than two probes."""
+    if len(probes) < 2:
+        return None
+    spread = 0.0
+    for part in ("compute_ms", "memory_ms", "two_cores_ms"):
+        values = [p[part] for p in probes.values()]
+        spread = max(spread, max(values) / min(values) - 1)
+    return spread
