@@ -15,15 +15,14 @@ the same part still varies by up to ~15% on a shared VM):
   one token does: every weight read once);
 - two cores: the compute part on two threads at once, its wall time (a neighbour
   that takes one of the VM's two cores shows here, not in the one-thread parts).
-Under an emulated slower CPU (``eval.cpu_quota.SlowCpu``) the calling thread has its
-quota too, so the one-thread parts show the slow-down the emulation gives (the two-core
-part's second thread starts in the first one's quota, until the emulation's watcher
-gives it its own).
+Under an emulated slower CPU (``eval.cpu_quota.SlowCpu``) each of the two threads has
+its quota (the second is left to settle until the emulation's watcher has given it
+one), so the probe shows the slow-down the emulation gives.
 """
 from __future__ import annotations
 
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -32,6 +31,7 @@ MATRIX = 192  # compute: MATRIX x MATRIX float32 products
 PRODUCTS = 120
 MEMORY_MB = 64  # memory: an array of this many MB (beyond the caches of a small VM)
 SUMS = 2
+SETTLE_S = 0.15  # longer than eval.cpu_quota.SlowCpu's scan for new threads (50 ms)
 
 
 def _timed(work, repeats: int) -> float:
@@ -61,16 +61,18 @@ def speed_probe(repeats: int = 5) -> dict[str, float]:
         for _ in range(SUMS):
             big.sum()
 
-    def both() -> None:  # NumPy releases the GIL in its products
-        other = threading.Thread(target=compute)
-        other.start()
-        compute()
-        other.join()
-
     compute(), memory()  # page in, warm the caches and the BLAS
-    return {"compute_ms": round(_timed(compute, repeats), 2),
-            "memory_ms": round(_timed(memory, repeats), 2),
-            "two_cores_ms": round(_timed(both, repeats), 2)}
+    with ThreadPoolExecutor(1, thread_name_prefix="speed-probe") as other:
+        def both() -> None:  # NumPy releases the GIL in its products
+            done = other.submit(compute)
+            compute()
+            done.result()
+
+        other.submit(compute).result()
+        time.sleep(SETTLE_S)  # an emulated slower CPU gives the new thread its own quota
+        return {"compute_ms": round(_timed(compute, repeats), 2),
+                "memory_ms": round(_timed(memory, repeats), 2),
+                "two_cores_ms": round(_timed(both, repeats), 2)}
 
 
 def drift(probes: dict[str, dict[str, float]]) -> Optional[float]:
