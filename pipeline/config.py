@@ -185,7 +185,8 @@ class PipelineSettings(Strict):
                                  "uh", "um", "ah", "oh", "yeah", "yep", "right", "okay", "ok",
                                  "i see", "sure"],
         description="What a listener says while listening (compared without case and "
-        "punctuation): it does not take the turn.")
+        "punctuation), alone or one after another (\"yeah, yeah\", \"oh, okay\"): it does "
+        "not take the turn.")
     warmup: bool = Field(
         True, description="Run one tiny request through every stage at start, so the first "
         "turn is as fast as the later ones.")

@@ -673,8 +673,17 @@ def _plain(text: str) -> str:
 
 
 def _takes_turn(said: str, backchannels: set[str]) -> bool:
-    """Words that are more than a listener's backchannel."""
-    return bool(said) and _plain(said) not in backchannels
+    """Words that are more than a listener's backchannel, or a run of them: a listener
+    says "yeah, yeah" or "oh, okay", and Whisper writes a lone "Okay." over a reply
+    as "Okay. Okay." at times (seen in CI)."""
+    words = _plain(said).split()
+    longest = max((len(b.split()) for b in backchannels), default=0)
+    # ends[i]: the first i words are whole backchannels, one after the other
+    ends = [True] + [False] * len(words)
+    for i in range(1, len(words) + 1):
+        ends[i] = any(ends[i - n] and " ".join(words[i - n:i]) in backchannels
+                      for n in range(1, min(longest, i) + 1))
+    return bool(words) and not ends[-1]
 
 
 def _echoes(said: str, played: str, min_words: int = 2, share: float = 0.5,

@@ -509,6 +509,20 @@ def test_a_backchannel_resumes_the_reply_and_stays_out_of_the_history(default_co
     assert len(stages.llm.requests) == 1  # no reply to the backchannel
 
 
+@pytest.mark.parametrize("said, takes", [
+    ("Mm-hmm.", False), ("Okay. Okay.", False), ("Yeah, yeah, yeah.", False),
+    ("Oh, okay.", False), ("Uh huh, I see.", False), ("", False),
+    ("Okay, and what about Mars?", True), ("No.", True), ("Okay, stop.", True),
+    ("I see the point.", True)])
+def test_a_run_of_backchannels_does_not_take_the_turn(default_config, said, takes):
+    """A listener says "yeah, yeah"; Whisper wrote a lone "Okay." over a reply as "Okay.
+    Okay." in one CI run (tests/test_end_of_turn.py, the backchannel over the reply)."""
+    from pipeline.orchestrator import _plain, _takes_turn
+
+    backchannels = {_plain(b) for b in default_config.pipeline.backchannels}
+    assert _takes_turn(said, backchannels) is takes
+
+
 @pytest.mark.parametrize("ignore", [True, False])
 def test_the_replys_own_words_heard_back_resume_it(default_config, ignore):
     # the echo canceller let the assistant's voice through: at 3.5-3.8 s the speaker
