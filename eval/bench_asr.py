@@ -20,7 +20,7 @@ import numpy as np
 
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
-from eval.probe import speed_probe
+from eval.probe import LEGEND, describe, speed_probe
 from eval.stats import percentiles
 from eval.wer import wer
 from pipeline.audio import read_wav
@@ -94,10 +94,8 @@ def main() -> None:
           f"window, {res['short_window']['guard_fallbacks']} guard fallbacks, "
           f"{res['short_window']['repeats_cut']} repeats cut, WER "
           f"{res['wer_delta_points']:+.2f} points, {res['speedup_p50']}x faster at p50")
-    print("CPU probe (eval/probe.py, compute / memory / two cores ms): "
-          + " at the start, ".join(f"{p['compute_ms']:.1f} / {p['memory_ms']:.1f} / "
-                                   f"{p['two_cores_ms']:.1f}" for p in (start, end))
-          + " at the end")
+    print(f"CPU probe (eval/probe.py: {LEGEND}): {describe(start)} at the start, "
+          f"{describe(end)} at the end")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_asr.json").write_text(json.dumps(res, indent=2))
 

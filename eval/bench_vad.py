@@ -13,13 +13,13 @@ that speech then discards), and utterances the VAD itself splits (a silence past
 ``pipeline.max_silence_ms`` with adaptive endpointing, else ``vad.min_silence_ms``). Per
 setting of ``vad.relative_drop`` and of ``vad.early_pause_drop``, per group (clean,
 noisy): p50 and p90 of the lag, inner pauses per clip, and clips whose end was not heard
-before the trailing silence.
+before the trailing silence. Writes eval/out/bench_vad.json.
 
 ``--room``: the noisy clips as in a noisy room, where the noise does not stop with the
 clip: each noisy clip's own noise (the clip less its clean twin) is looped for
 ``ROOM_BEFORE_S`` before it and ``ROOM_AFTER_S`` after it. For each clip: the
 utterances the VAD heard, and whether it heard the last one end before the input
-ended (where a live session's input never does). Writes eval/out/bench_vad.json.
+ended (where a live session's input never does). Writes eval/out/bench_vad_room.json.
 """
 from __future__ import annotations
 
@@ -67,18 +67,26 @@ def end_heard(events: list) -> Optional[float]:
     return heard
 
 
-def measure(config_path: str, key: str, value: Optional[float]) -> dict[str, Any]:
-    """The clips through the VAD with ``vad.<key>: value`` (relative_drop or
-    early_pause_drop; None: the absolute thresholds alone)."""
+def _started_vad(config_path: str, **update: Any):
+    """The profile's Silero VAD with ``vad.<key>: value`` for each of ``update``, closing
+    utterances where the orchestrator makes it close them (pipeline.max_silence_ms with
+    adaptive endpointing), loaded."""
     from stages.vad_silero import SileroVAD
 
     config = load_config(config_path)
-    update = {"relative_drop": None, "early_pause_drop": None, key: value}
     vad = SileroVAD(config.vad.model_copy(update=update))
     pc = config.pipeline
     if pc.endpointing == "adaptive" and pc.speculative:  # as the orchestrator sets it
         vad.end_silence_ms = pc.max_silence_ms
     asyncio.run(vad.start())
+    return vad
+
+
+def measure(config_path: str, key: str, value: Optional[float]) -> dict[str, Any]:
+    """The clips through the VAD with ``vad.<key>: value`` (relative_drop or
+    early_pause_drop; None: the absolute thresholds alone)."""
+    vad = _started_vad(config_path, **{"relative_drop": None, "early_pause_drop": None,
+                                       key: value})
     clips = load_manifest()
     rows = []
     try:
@@ -110,14 +118,7 @@ def measure(config_path: str, key: str, value: Optional[float]) -> dict[str, Any
 
 def in_a_noisy_room(config_path: str) -> list[dict[str, Any]]:
     """Each noisy clip with its noise going on before and after it (see ``--room``)."""
-    from stages.vad_silero import SileroVAD
-
-    config = load_config(config_path)
-    vad = SileroVAD(config.vad)
-    pc = config.pipeline
-    if pc.endpointing == "adaptive" and pc.speculative:
-        vad.end_silence_ms = pc.max_silence_ms
-    asyncio.run(vad.start())
+    vad = _started_vad(config_path)
     clips = load_manifest()
     by_id = {c.id: c for c in clips}
     rows = []

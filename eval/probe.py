@@ -32,6 +32,9 @@ PRODUCTS = 120
 MEMORY_MB = 64  # memory: an array of this many MB (beyond the caches of a small VM)
 SUMS = 2
 SETTLE_S = 0.15  # longer than eval.cpu_quota.SlowCpu's scan for new threads (50 ms)
+PARTS = ("compute_ms", "memory_ms", "two_cores_ms")
+# how a probe reads in the reports (describe())
+LEGEND = "compute / memory ms on one thread / compute on both cores at once"
 
 
 def _timed(work, repeats: int) -> float:
@@ -82,7 +85,12 @@ def drift(probes: dict[str, dict[str, float]]) -> Optional[float]:
     if len(probes) < 2:
         return None
     spread = 0.0
-    for part in ("compute_ms", "memory_ms", "two_cores_ms"):
+    for part in PARTS:
         values = [p[part] for p in probes.values()]
         spread = max(spread, max(values) / min(values) - 1)
     return spread
+
+
+def describe(probe: Optional[dict[str, float]]) -> str:
+    """A probe as the reports print it, in LEGEND's order ("—" for none)."""
+    return "—" if not probe else " / ".join(f"{probe[part]:.1f}" for part in PARTS)

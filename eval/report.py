@@ -33,7 +33,7 @@ import yaml
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
 from eval.pauses import build_items, pauses_benchmark, render as render_pauses
-from eval.probe import drift, speed_probe
+from eval.probe import LEGEND, describe, drift, speed_probe
 from eval.quality import VARIANTS as QUALITY_VARIANTS, headline, render as render_quality, run_profile as run_quality, \
     synthesize
 from eval.questions import QUESTIONS
@@ -404,11 +404,6 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
     return summary
 
 
-def _probe(p: Optional[dict[str, float]]) -> str:
-    return "—" if not p else (f"{p['compute_ms']:.1f} / {p['memory_ms']:.1f} / "
-                              f"{p['two_cores_ms']:.1f}")
-
-
 def _drift_note(spread: Optional[float], warn: float = 0.2) -> str:
     """What the probes' spread means for comparing rows (the probe itself varies by up
     to ~15% back to back: eval/probe.py)."""
@@ -495,7 +490,7 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                   f"{_ms(ref['v2v_ms']['p50'])} | 1.00 | "
                   f"{_ms(sentence_gaps(turns[:ref['turns']])['sentence_gap_ms']['p90'])} | "
                   f"{_ms(ref['first_sound_ms']['p50'])} | "
-                  f"{_probe(summary['machine'].get('speed_probe_ms', {}).get('full pipeline'))} |"]
+                  f"{describe(summary['machine']['speed_probe_ms']['full pipeline'])} |"]
         for name, row in summary["ablation"].items():
             r = row["ratio_p50"]
             lines.append(f"| {name} | {row['turns']} | {_ms(row['v2v_ms']['p50'])} | "
@@ -505,11 +500,10 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
                          f"{_ms(row['sentence_gap_ms']['p90'])} | "
                          f"{_ms(row['first_sound_ms']['p50'])} "
                          f"({_ms(row['full_pipeline_first_sound_ms']['p50'])}) | "
-                         f"{_probe(row.get('speed_probe_ms'))} |")
+                         f"{describe(row['speed_probe_ms'])} |")
         lines += ["", "CPU probe: the machine's speed just before the row's replay "
-                  "(eval/probe.py: compute / memory ms on one thread / compute on both cores at once; "
-                  "lower is faster). "
-                  + _drift_note(summary["machine"].get("speed_drift"))]
+                  f"(eval/probe.py: {LEGEND}; lower is faster). "
+                  + _drift_note(summary["machine"]["speed_drift"])]
         if naive:
             lines += ["", f"Speed-up over the naive cascade at p50 ({naive['turns']} turns): "
                           f"**{summary['speedup_vs_naive_p50']:.1f}×**"]
@@ -536,10 +530,9 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
               f"{m['cpu']}, {m['cores']} cores, {m['mhz']} MHz, ISA: {', '.join(m['isa'])}; "
               f"{m['platform']}; Python {m['python']}",
               "", ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
-              "", "CPU probe (eval/probe.py: compute / memory ms on one thread / compute on "
-              "both cores at once, before each replay and at the end): " + ", ".join(
-                  f"{k} {_probe(v)}" for k, v in m.get("speed_probe_ms", {}).items())
-              + ". " + _drift_note(m.get("speed_drift")),
+              "", f"CPU probe (eval/probe.py: {LEGEND}, before each replay and at the end): "
+              + ", ".join(f"{k} {describe(v)}" for k, v in m["speed_probe_ms"].items())
+              + ". " + _drift_note(m["speed_drift"]),
               "", f"Run time: {summary['elapsed_s']:.0f} s.",
               "", "## Config used", "", "```yaml",
               yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip(), "```",

@@ -1,15 +1,15 @@
 """The CPU probe the report times before each replay (eval/probe.py)."""
-from eval.probe import drift, speed_probe
-from eval.report import _drift_note, _probe
+from eval.probe import describe, drift, speed_probe
+from eval.report import _drift_note
 
 
-def test_the_probe_times_both_parts():
+def test_the_probe_times_its_three_parts():
     probe = speed_probe(repeats=1)
     assert set(probe) == {"compute_ms", "memory_ms", "two_cores_ms"}
     assert all(v > 0 for v in probe.values())
 
 
-def test_drift_is_the_largest_spread_of_either_part():
+def test_drift_is_the_largest_spread_of_any_part():
     probes = {"full pipeline": {"compute_ms": 20.0, "memory_ms": 10.0, "two_cores_ms": 21.0},
               "without x": {"compute_ms": 21.0, "memory_ms": 13.0, "two_cores_ms": 22.0},
               "end": {"compute_ms": 22.0, "memory_ms": 11.0, "two_cores_ms": 23.0}}
@@ -22,6 +22,6 @@ def test_the_report_warns_when_the_machine_changed_speed_during_the_run():
     note = _drift_note(0.25)
     assert "changed by up to 25%" in note and "not the switch's" in note
     assert _drift_note(None) == ""
-    assert _probe({"compute_ms": 24.75, "memory_ms": 19.5,
-                   "two_cores_ms": 26.0}) == "24.8 / 19.5 / 26.0"
-    assert _probe(None) == "—"
+    assert describe({"compute_ms": 24.75, "memory_ms": 19.5,
+                     "two_cores_ms": 26.0}) == "24.8 / 19.5 / 26.0"
+    assert describe(None) == "—"
