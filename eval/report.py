@@ -462,7 +462,9 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"{spec.get('deferred_replies', 0)} replies deferred by a long verdict, "
         f"{spec.get('deferred_discarded', 0)} of them never computed; "
         f"{spec.get('speculative_provisional', 0)} started at a provisional pause, "
-        f"{spec.get('provisional_heard_again', 0)} heard again on the confirmed audio)",
+        f"{spec.get('provisional_heard_again', 0)} heard again on the confirmed audio; "
+        f"{spec.get('words_stalled', 0)} utterances ended by their words stopping, "
+        f"pipeline.words_stall_s)",
         f"- Gap between consecutive sentences' audio: p50 {_ms(summary['sentence_gap_ms']['p50'])} ms, "
         f"p90 {_ms(summary['sentence_gap_ms']['p90'])} ms over {summary['sentence_gap_ms']['n']} "
         f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "

@@ -127,6 +127,14 @@ class PipelineSettings(Strict):
         "eighth session (README), where the live tests passed with it.")
     listen_ahead_ms: int = Field(
         640, ge=160, description="listen_ahead: audio between two partial transcripts.")
+    words_stall_s: Optional[float] = Field(
+        2.5, gt=0, description="listen_ahead: the end of speech in a noisy room, where the VAD "
+        "hears the noise (babble, a cafe) as speech and never hears the end: once the partial "
+        "transcripts have gained at most one word over this much speech, the utterance ends "
+        "where its words stopped (one listen_ahead_ms after the partial that showed the last "
+        "one) and is answered. On the corpus no utterance gains fewer than two words over "
+        "2.5 s of speech; over 1.9 s three do (a partial that lags). null: off (such an "
+        "utterance then runs to vad.max_utterance_s).")
     endpointing: Literal["adaptive", "fixed"] = Field(
         "adaptive", description="fixed: the turn ends after vad.min_silence_ms of silence. "
         "adaptive (needs speculative): at each pause the speculative turn's audio (Smart Turn) "

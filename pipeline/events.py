@@ -80,6 +80,8 @@ class SpeechEnded(Event):
     speech_end: float
     audio: np.ndarray = field(repr=False)
     forced: bool = False  # cut at vad.max_utterance_s rather than by silence
+    # closed where its words stopped, the VAD still hearing speech (pipeline.words_stall_s)
+    stalled: bool = False
 
 
 @dataclass(frozen=True)

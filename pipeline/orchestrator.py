@@ -51,6 +51,7 @@ from .observers import ConsoleObserver, LogObserver, Observer, Observers
 from .reply import ReplyChain, naming
 from .session_log import SessionLog
 from .sinks import AudioSink
+from .stall import WordStall
 from .stages import Stages, start_stages
 from .turn import NOT_TAKEN, Turn
 
@@ -81,6 +82,9 @@ class Orchestrator:
                               and getattr(stages.asr.config, "partials", False))
         if self._listen_ahead:
             stages.vad.progress_ms = pc.listen_ahead_ms
+        self._stall = (WordStall(pc.words_stall_s, pc.listen_ahead_ms / 1000)
+                       if self._listen_ahead and pc.words_stall_s is not None
+                       and hasattr(stages.vad, "end_speech") else None)
         self._ahead: Optional[asyncio.Future] = None  # the listen-ahead job in flight
         self._ahead_stop = threading.Event()  # set at a pause: that job stops early
         self._turn: Optional[Turn] = None  # the newest committed turn, not yet recorded
@@ -102,7 +106,7 @@ class Orchestrator:
                       "listen_ahead_abandoned": 0, "superseded": 0,
                       "deferred_replies": 0, "deferred_discarded": 0,
                       "speculative_reply_wasted_s": 0.0, "speculative_provisional": 0,
-                      "provisional_heard_again": 0}
+                      "provisional_heard_again": 0, "words_stalled": 0}
         # verdict -> first audio of recent turns: how early a deferred reply must start
         self._reply_compute_s: collections.deque[float] = collections.deque(maxlen=10)
 
@@ -169,6 +173,8 @@ class Orchestrator:
                         self._speculate(ev)
                 elif isinstance(ev, SpeechResumed):
                     self.observers.speech_resumed(ev.t)
+                    if self._stall is not None:  # its times now span a pause
+                        self._stall.forget()
                     await self._discard_speculative()
                     if self._resolved_early == ev.turn_id:
                         # the user goes on after words taken as none: new speech over
@@ -241,6 +247,7 @@ class Orchestrator:
             if partial is None:
                 self.stats["listen_ahead_abandoned"] += 1
                 return
+            self._words_so_far(progress, partial)
             words = partial.split()[:-1]
             if not words or not self._still_speaking(progress.turn_id):
                 return
@@ -253,6 +260,16 @@ class Orchestrator:
             raise
         except Exception as err:  # noqa: BLE001 - an optimisation: the turn itself reports
             self.observers.notice(f"  (listen-ahead skipped: {type(err).__name__}: {err})")
+
+    def _words_so_far(self, progress: SpeechProgress, partial: str) -> None:
+        """A partial transcript's words: if they stopped growing while the VAD still
+        hears speech (a noisy room), the VAD ends the utterance where they stopped."""
+        if self._stall is None or not self._still_speaking(progress.turn_id):
+            return
+        end = self._stall.heard(progress.turn_id, progress.t, len(partial.split()))
+        if end is not None:
+            self.stats["words_stalled"] += 1
+            self.stages.vad.end_speech(progress.turn_id, end)
 
     def _stop_listening_ahead(self) -> None:
         """The user paused: a partial decode still in its encoder skips its decoder."""
@@ -364,8 +381,14 @@ class Orchestrator:
         if ended.forced:
             self.observers.notice(f"  (turn {ended.turn_id} cut at vad.max_utterance_s="
                                   f"{self.stages.vad.config.max_utterance_s:g})")
+        if ended.stalled:
+            self.observers.notice(
+                f"  (turn {ended.turn_id}: no new words for "
+                f"{self.config.pipeline.words_stall_s:g} s while the VAD still heard speech "
+                f"(noise?): ended at {ended.speech_end:.2f} s)")
         spec = self._spec
         if (spec is not None and spec.turn_id == ended.turn_id and not ended.forced
+                and not ended.stalled
                 and (not spec.soft or (spec.verdict is not None
                                        and spec.verdict.reason == "complete"))):
             self._spec = None

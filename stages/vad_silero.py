@@ -5,7 +5,8 @@ Emits SpeechStarted once speech has lasted ``min_speech_ms`` (so a click or a
 cough is not a turn), SpeechPaused when silence begins (a candidate end of turn,
 after ``pause_ms``), SpeechResumed if speech comes back, and SpeechEnded once the
 silence has lasted ``min_silence_ms`` (``end_silence_ms`` under adaptive endpointing:
-pipeline.max_silence_ms), or when the input ends inside an utterance. With ``early_pause_drop``, a
+pipeline.max_silence_ms), or when the input ends inside an utterance, or where the
+orchestrator found that its words stopped (``end_speech``: a noisy room). With ``early_pause_drop``, a
 provisional SpeechPaused may come first, where the probability falls below the
 speaker's own level while noise still keeps it above the absolute threshold.
 """
@@ -68,6 +69,20 @@ class SileroVADConfig(Strict):
                           "(candidate end of turn) is emitted.")
     speech_pad_ms: int = Field(96, ge=0, description="Audio kept before the first and after "
                                "the last voiced frame of an utterance.")
+    room_margin_db: float = Field(
+        3.0, ge=0, description="After an utterance ended by its words stopping "
+        "(pipeline.words_stall_s: the VAD heard the room's noise as speech), the room is known: "
+        "speech starts, resumes after a pause or interrupts the reply only on frames this far "
+        "above the loudest frame of the noise heard after the words stopped, so the room's "
+        "babble does not start turns. Inside speech the VAD is as before: the room's noise "
+        "keeps the utterance open until its words stop again.")
+    room_preroll_ms: int = Field(
+        640, ge=0, description="In a known room, speech starts on its first frames above the "
+        "room's noise, which may come after its first words: this much more audio before "
+        "them goes to the ASR.")
+    room_forget_ms: int = Field(
+        1000, ge=32, description="The known room is forgotten after this much silence by the "
+        "VAD's own probability (the noise has stopped).")
     max_utterance_s: float = Field(60.0, gt=1, description="A turn is cut here even without a "
                                    "pause (a monologue); the rest starts the next turn.")
 
@@ -85,6 +100,10 @@ class SileroVADConfig(Strict):
     @property
     def low(self) -> float:
         return self.neg_threshold if self.neg_threshold is not None else max(0.01, self.threshold - 0.15)
+
+
+def _level_db(samples: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(samples)) + 1e-10))
 
 
 def _frames(ms: int) -> int:
@@ -105,6 +124,10 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
         self.end_silence_ms: Optional[int] = None
         # set by the orchestrator's listen-ahead: a SpeechProgress every this much speech
         self.progress_ms: Optional[int] = None
+        self._stalled: Optional[tuple[int, float]] = None  # see end_speech
+        # a noisy room, learnt where the words stopped: the level (dB) speech must pass
+        self._room: Optional[float] = None
+        self._room_quiet = 0  # frames of silence by the probability, while the room is known
 
     @property
     def closes_after_ms(self) -> int:
@@ -121,7 +144,15 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                                      "Silero VAD (input, h, c)")
         self.reset()
 
+    def end_speech(self, turn_id: int, at: float) -> None:
+        """The words of utterance ``turn_id`` stopped at ``at`` while this VAD still hears
+        speech (pipeline.words_stall_s: a noisy room). At the next frame, if that utterance
+        is still open and not paused (a pause ends it the usual way), it is closed there:
+        a SpeechEnded with ``stalled``, its audio up to ``at`` and its padding."""
+        self._stalled = (turn_id, at)
+
     def reset(self) -> None:
+        self._stalled, self._room = None, None
         self._h = np.zeros((1, 1, 128), np.float32)
         self._c = np.zeros((1, 1, 128), np.float32)
         self._ctx = np.zeros(CONTEXT, np.float32)
@@ -144,8 +175,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
         barge_threshold = cfg.barge_in_threshold or cfg.threshold
         max_frames = int(cfg.max_utterance_s * SAMPLE_RATE / FRAME)
         # pre-roll: long enough to reach back over speech judged echo at first
-        history: deque[np.ndarray] = deque(maxlen=pad + max(min_speech_normal,
-                                                             min_speech_barge) + 32)
+        reach = pad + max(min_speech_normal, min_speech_barge) + 32
+        history: deque[np.ndarray] = deque(maxlen=reach + _frames(cfg.room_preroll_ms))
         utterance: list[np.ndarray] = []
         in_speech = False
         voiced_run = 0
@@ -168,6 +199,8 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                 raise ValueError(f"vad: expects {FRAME}-sample frames at {SAMPLE_RATE} Hz, got "
                                  f"{len(frame.samples)} at {frame.sample_rate} Hz")
             raw = await self.worker.call(self.probability, frame.samples)
+            if self._room is not None and not (in_speech and not paused):
+                raw = self._in_the_room(raw, frame.samples)
             p = 0.0 if frame.likely_echo else raw  # the assistant hearing itself is not speech
             frame_start = frame.t - FRAME / SAMPLE_RATE
             if not in_speech:
@@ -190,7 +223,10 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                         early_run, early_paused = 0, False
                         level = p
                         onset = max(voiced_run, raw_run)
-                        keep = min(len(history), onset + pad)
+                        if self._room is not None:  # words under the room's level came first
+                            keep = min(len(history), onset + pad + _frames(cfg.room_preroll_ms))
+                        else:
+                            keep = min(len(history), onset + pad, reach)
                         utterance = list(history)[-keep:]
                         self.turns += 1
                         yield SpeechStarted(self.turns, frame.t, speech_start=min(start_t, raw_start)
@@ -200,6 +236,17 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                 continue
 
             utterance.append(frame.samples)
+            stalled, self._stalled = self._stalled, None
+            if stalled is not None and stalled[0] == self.turns and not paused:
+                after = min(len(utterance), max(0, round((frame.t - stalled[1]) * SAMPLE_RATE
+                                                         / FRAME)))
+                yield SpeechEnded(self.turns, frame.t, speech_end=stalled[1],
+                                  audio=self._cut(utterance, after, pad), stalled=True)
+                self._learn_room(utterance[len(utterance) - after:])
+                in_speech, voiced_run, raw_run, paused = False, 0, 0, False
+                history.clear()
+                utterance = []
+                continue
             # Hysteresis: inside speech a frame above neg_threshold is still speech;
             # once paused, only a frame above threshold resumes it.
             # Once paused while the reply plays (after an early endpoint), resuming takes
@@ -263,6 +310,26 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
             # orchestrator answers it, or commits the speculative turn already on it.
             yield SpeechEnded(self.turns, frame.t, speech_end=last_voiced_end,
                               audio=self._cut(utterance, silence_run, pad))
+
+    def _learn_room(self, noise: list[np.ndarray]) -> None:
+        """The frames after an utterance's words stopped, which the VAD heard as speech:
+        the room's noise, which from now on starts no speech (see room_margin_db)."""
+        if len(noise) < _frames(256):
+            return
+        self._room = max(_level_db(f) for f in noise) + self.config.room_margin_db
+        self._room_quiet = 0
+
+    def _in_the_room(self, p: float, samples: np.ndarray) -> float:
+        """The probability of a frame outside speech (or in a pause) in the known room: 0
+        if the frame is not louder than the room's noise by room_margin_db. The room is
+        forgotten after room_forget_ms of silence by the probability alone."""
+        if p < self.config.low:
+            self._room_quiet += 1
+            if self._room_quiet >= _frames(self.config.room_forget_ms):
+                self._room = None
+            return p
+        self._room_quiet = 0
+        return p if _level_db(samples) >= self._room else 0.0
 
     @staticmethod
     def _cut(utterance: list[np.ndarray], silence_run: int, pad: int) -> np.ndarray:
