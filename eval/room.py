@@ -12,8 +12,8 @@ vad.max_utterance_s (here: to the input's end). Each room is one file-mode sessi
 real-time pace (the listen-ahead's partials keep pace with the audio), with the profile
 and again with words_stall_s off, in the same run.
 
-Per utterance: answered (by a turn whose reply started, whose words match it best, and
-not both utterances merged in one turn), its transcript's WER, the endpoint delay and
+Per utterance: answered (by a turn whose reply started, whose words match it best, at a
+WER under ``HEARD_WER``, and not both utterances merged in one turn), its transcript's WER, the endpoint delay and
 V2V from the true end of speech (the clean twin's). Per room: the other turns (on the
 noise alone, or cut). Writes eval/out/room.json.
 """
@@ -38,6 +38,7 @@ from pipeline.console import Console
 
 OUT = Path(__file__).resolve().parent / "out"
 LEAD_S, GAP_S, TAIL_S = 1.0, 7.0, 7.0
+HEARD_WER = 0.5  # an answer to words heard this wrong is an answer to something else
 
 
 def rooms(lead_s: float = LEAD_S) -> list[dict[str, Any]]:
@@ -104,7 +105,8 @@ def score(room: dict[str, Any], records: list[dict[str, Any]],
     rows = []
     for i, u in enumerate(utts):
         row: dict[str, Any] = {"text": u["text"], "answered": i in answered
-                               and not answered[i]["merged"]}
+                               and not answered[i]["merged"]
+                               and answered[i]["wer"] < HEARD_WER}
         row.update(answered.get(i, {}))
         rows.append(row)
     return {"room": room["room"], "snr_db": room["snr_db"], "utterances": rows,

@@ -133,7 +133,7 @@ class PipelineSettings(Strict):
         "transcripts have gained at most one word over this much speech, the utterance ends "
         "where its words stopped (one listen_ahead_ms after the partial that showed the last "
         "one) and is answered. On the corpus no utterance gains fewer than two words over "
-        "2.5 s of speech; over 1.9 s three do (a partial that lags). null: off (such an "
+        "2.5 s of speech; over 1.9 s two do (a partial that lags). null: off (such an "
         "utterance then runs to vad.max_utterance_s).")
     endpointing: Literal["adaptive", "fixed"] = Field(
         "adaptive", description="fixed: the turn ends after vad.min_silence_ms of silence. "

@@ -174,7 +174,7 @@ class Orchestrator:
                 elif isinstance(ev, SpeechResumed):
                     self.observers.speech_resumed(ev.t)
                     if self._stall is not None:  # its times now span a pause
-                        self._stall.forget()
+                        self._stall.forget(since=ev.t)
                     await self._discard_speculative()
                     if self._resolved_early == ev.turn_id:
                         # the user goes on after words taken as none: new speech over
@@ -268,8 +268,7 @@ class Orchestrator:
             return
         end = self._stall.heard(progress.turn_id, progress.t, len(partial.split()))
         if end is not None:
-            self.stats["words_stalled"] += 1
-            self.stages.vad.end_speech(progress.turn_id, end)
+            self.stages.vad.end_speech(progress.turn_id, end, progress.t)
 
     def _stop_listening_ahead(self) -> None:
         """The user paused: a partial decode still in its encoder skips its decoder."""
@@ -382,6 +381,7 @@ class Orchestrator:
             self.observers.notice(f"  (turn {ended.turn_id} cut at vad.max_utterance_s="
                                   f"{self.stages.vad.config.max_utterance_s:g})")
         if ended.stalled:
+            self.stats["words_stalled"] += 1
             self.observers.notice(
                 f"  (turn {ended.turn_id}: no new words for "
                 f"{self.config.pipeline.words_stall_s:g} s while the VAD still heard speech "

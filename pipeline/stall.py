@@ -19,24 +19,31 @@ class WordStall:
         self.after_s = after_s
         self.step_s = step_s
         self._turn: Optional[int] = None
+        self._since = float("-inf")
         self._counts: list[tuple[float, int]] = []
 
-    def forget(self) -> None:
-        """Speech resumed after a pause (or a new utterance began): start again."""
-        self._turn, self._counts = None, []
+    def forget(self, since: float) -> None:
+        """Speech resumed at ``since`` after a pause: count again from there (a partial of
+        the audio before it, still being decoded, is not counted)."""
+        self._since, self._counts = since, []
 
     def heard(self, turn_id: int, t: float, words: int) -> Optional[float]:
         """A partial transcript of utterance ``turn_id`` with ``words`` words, on its audio
         up to ``t``. Returns the end of speech (a time before ``t``) once the words have
         stalled, else None."""
         if turn_id != self._turn:
-            self._turn, self._counts = turn_id, []
-        if words == 0:  # no partial (its guard refused it, or past the short window)
+            self._turn, self._since, self._counts = turn_id, float("-inf"), []
+        if words == 0 or t < self._since:  # no partial (its guard refused it), or stale
             return None
         self._counts.append((t, words))
-        earlier = [(t0, n0) for t0, n0 in self._counts if t - t0 >= self.after_s - 1e-6]
-        if not earlier or words > earlier[-1][1] + 1:
+        ref = [t0 for t0, _ in self._counts if t - t0 >= self.after_s - 1e-6]
+        if not ref:
             return None
-        # the last word appeared in the first partial that had as many words as this one
-        shown = next(t0 for t0, n0 in self._counts if n0 >= words)
+        # over the window, from its fewest words (a partial may over-count), at most one more
+        window = [n0 for t0, n0 in self._counts if t0 >= ref[-1]]
+        if words > min(window) + 1:
+            return None
+        # the last word appeared in the partial after the last one with fewer words
+        fewer = [i for i, (_, n0) in enumerate(self._counts) if n0 < words]
+        shown = self._counts[fewer[-1] + 1 if fewer else 0][0]
         return min(t, shown + self.step_s)

@@ -71,11 +71,14 @@ class SileroVADConfig(Strict):
                                "the last voiced frame of an utterance.")
     room_margin_db: float = Field(
         3.0, ge=0, description="After an utterance ended by its words stopping "
-        "(pipeline.words_stall_s: the VAD heard the room's noise as speech), the room is known: "
-        "speech starts, resumes after a pause or interrupts the reply only on frames this far "
-        "above the loudest frame of the noise heard after the words stopped, so the room's "
-        "babble does not start turns. Inside speech the VAD is as before: the room's noise "
-        "keeps the utterance open until its words stop again.")
+        "(pipeline.words_stall_s: the VAD heard the room's noise as speech), the room is known "
+        "(from the 256 ms or more of noise after the words stopped, up to the partial that "
+        "showed it): speech starts, resumes after a pause or interrupts the reply only on "
+        "frames this far above the loudest frame of that noise, so the room's babble does not "
+        "start turns. Inside speech the VAD is as before: the room's noise keeps the utterance "
+        "open until its words stop again, and each such stall learns the room again. In a room "
+        "as loud as the user (SNR under ~5 dB) this shuts the user out too, until the room is "
+        "forgotten (room_forget_ms).")
     room_preroll_ms: int = Field(
         640, ge=0, description="In a known room, speech starts on its first frames above the "
         "room's noise, which may come after its first words: this much more audio before "
@@ -124,7 +127,7 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
         self.end_silence_ms: Optional[int] = None
         # set by the orchestrator's listen-ahead: a SpeechProgress every this much speech
         self.progress_ms: Optional[int] = None
-        self._stalled: Optional[tuple[int, float]] = None  # see end_speech
+        self._stalled: Optional[tuple[int, float, float]] = None  # see end_speech
         # a noisy room, learnt where the words stopped: the level (dB) speech must pass
         self._room: Optional[float] = None
         self._room_quiet = 0  # frames of silence by the probability, while the room is known
@@ -144,15 +147,17 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                                      "Silero VAD (input, h, c)")
         self.reset()
 
-    def end_speech(self, turn_id: int, at: float) -> None:
+    def end_speech(self, turn_id: int, at: float, heard_until: float) -> None:
         """The words of utterance ``turn_id`` stopped at ``at`` while this VAD still hears
-        speech (pipeline.words_stall_s: a noisy room). At the next frame, if that utterance
-        is still open and not paused (a pause ends it the usual way), it is closed there:
-        a SpeechEnded with ``stalled``, its audio up to ``at`` and its padding."""
-        self._stalled = (turn_id, at)
+        speech (pipeline.words_stall_s: a noisy room), as its partial transcripts of the
+        audio up to ``heard_until`` show. At the next frame, if that utterance is still open
+        and not paused (a pause ends it the usual way), it is closed there: a SpeechEnded
+        with ``stalled``, its audio up to ``at`` and its padding; the frames from ``at`` to
+        ``heard_until``, with no words in them, are the room (see room_margin_db)."""
+        self._stalled = (turn_id, at, heard_until)
 
     def reset(self) -> None:
-        self._stalled, self._room = None, None
+        self._stalled, self._room, self._room_quiet = None, None, 0
         self._h = np.zeros((1, 1, 128), np.float32)
         self._c = np.zeros((1, 1, 128), np.float32)
         self._ctx = np.zeros(CONTEXT, np.float32)
@@ -242,7 +247,9 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                                                          / FRAME)))
                 yield SpeechEnded(self.turns, frame.t, speech_end=stalled[1],
                                   audio=self._cut(utterance, after, pad), stalled=True)
-                self._learn_room(utterance[len(utterance) - after:])
+                unheard = min(after, max(0, round((frame.t - stalled[2]) * SAMPLE_RATE
+                                                  / FRAME)))
+                self._learn_room(utterance[len(utterance) - after:len(utterance) - unheard])
                 in_speech, voiced_run, raw_run, paused = False, 0, 0, False
                 history.clear()
                 utterance = []
@@ -312,12 +319,15 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
                               audio=self._cut(utterance, silence_run, pad))
 
     def _learn_room(self, noise: list[np.ndarray]) -> None:
-        """The frames after an utterance's words stopped, which the VAD heard as speech:
-        the room's noise, which from now on starts no speech (see room_margin_db)."""
+        """The frames after an utterance's words stopped, which the VAD heard as speech
+        and the partials as no words: the room's noise, which from now on starts no speech
+        (see room_margin_db). Each stall learns the room again; with less than 256 ms of
+        such frames, none is known."""
+        self._room_quiet = 0
         if len(noise) < _frames(256):
+            self._room = None
             return
         self._room = max(_level_db(f) for f in noise) + self.config.room_margin_db
-        self._room_quiet = 0
 
     def _in_the_room(self, p: float, samples: np.ndarray) -> float:
         """The probability of a frame outside speech (or in a pause) in the known room: 0

@@ -41,13 +41,29 @@ def test_a_lagging_partial_a_guard_refusal_and_a_pause_are_not_a_stall():
     # no words (the guard refused the partial): not counted, so 1 word is no stall
     w = WordStall(2.5, 0.64)
     assert w.heard(2, 1.0, 0) is None and w.heard(2, 3.6, 1) is None
-    # speech resumed after a pause: the counts before it are forgotten
+    # speech resumed after a pause: the counts before it are forgotten, and a partial of
+    # the audio before the resume, decoded late, is not counted either
     w = WordStall(2.5, 0.64)
     w.heard(3, 1.0, 5)
-    w.forget()
-    assert w.heard(3, 4.0, 6) is None
-    # a new utterance starts its own counts
-    assert w.heard(4, 4.1, 6) is None
+    w.forget(since=3.0)
+    assert w.heard(3, 2.9, 5) is None
+    assert w.heard(3, 4.0, 6) is None and w.heard(3, 5.0, 6) is None
+    assert w.heard(3, 6.5, 6) == 4.0 + 0.64  # 2.5 s after 4.0, counted from the resume
+    # a new utterance starts its own counts: 5 words 3 s after 5 words of another is none
+    w = WordStall(2.5, 0.64)
+    w.heard(3, 1.0, 5)
+    assert w.heard(4, 4.0, 5) is None
+
+
+def test_an_over_counted_partial_does_not_hide_the_words_growing():
+    # one partial over-counts (12), then the words grow by two a partial: no stall
+    w = WordStall(2.5, 0.64)
+    seq = [(1.64, 12), (2.28, 4), (2.92, 6), (3.56, 8), (4.2, 10), (4.84, 12)]
+    assert [w.heard(1, t, n) for t, n in seq] == [None] * len(seq)
+    # then they stop at 12: the end is after the partial that first showed 12 since they
+    # last had fewer (4.84), not after the over-counted one
+    assert w.heard(1, 5.48, 12) is None and w.heard(1, 6.76, 12) is None
+    assert w.heard(1, 7.4, 12) == 4.84 + 0.64
 
 
 def _room(corpus, after_s: float):
@@ -74,7 +90,7 @@ def _vad_events(config, audio, stall_at=None):
         for i in range(len(audio) // FRAME):
             t = (i + 1) * FRAME / 16000
             if stall_at is not None and abs(t - stall_at[0]) < FRAME / 32000:
-                vad.end_speech(vad.turns, stall_at[1])
+                vad.end_speech(vad.turns, stall_at[1], stall_at[0])
             yield AudioFrame(0, t, audio[i * FRAME:(i + 1) * FRAME])
 
     async def run():
@@ -113,15 +129,21 @@ def test_a_stalled_utterance_ends_where_its_words_stopped_and_the_room_starts_no
 
 
 def test_the_room_is_forgotten_after_a_silence(default_config, corpus):
-    audio, _, _, end = _room(corpus, 4.0)
+    audio, clean, _, end = _room(corpus, 4.0)
     at = end + 0.3
+    noise = audio[-3 * 16000:]  # the room alone (the clip less its clean twin, looped)
     quiet = int(default_config.vad.room_forget_ms / 1000 * 16000) + 8000
-    # the room's noise again after a silence: louder than nothing, it starts speech again
-    audio = np.concatenate([audio, np.zeros(quiet, np.float32), audio[:3 * 16000]])
-    evs = _vad_events(default_config, audio, stall_at=(at + 2.5, at))
+    # the room's noise again after a silence: the room is forgotten, the noise starts speech
+    after_quiet = np.concatenate([audio, np.zeros(quiet, np.float32), noise])
+    evs = _vad_events(default_config, after_quiet, stall_at=(at + 2.5, at))
     stalled = next(ev for ev in evs if isinstance(ev, SpeechEnded) and ev.stalled)
     later = [ev for ev in evs if isinstance(ev, SpeechStarted) and ev.t > stalled.t]
-    assert len(later) == 1 and later[0].t > (len(audio) / 16000) - 3.0
+    noise_at = (len(audio) + quiet) / 16000
+    assert len(later) == 1 and noise_at < later[0].t < noise_at + 0.5
+    # the same noise with no silence before it: still the known room, no speech
+    evs = _vad_events(default_config, np.concatenate([audio, noise]), stall_at=(at + 2.5, at))
+    stalled = next(ev for ev in evs if isinstance(ev, SpeechEnded) and ev.stalled)
+    assert [ev for ev in evs if isinstance(ev, SpeechStarted) and ev.t > stalled.t] == []
 
 
 def test_a_room_whose_noise_never_stops_is_answered_end_to_end(tmp_path, default_config, corpus):
@@ -160,6 +182,10 @@ def test_the_room_benchmark_scores_answers_merges_and_other_turns():
     assert first["answered"] and first["endpoint_delay_ms"] == 2500 and first["v2v_ms"] == 2900
     assert second["answered"] and second["wer"] == 0.167  # 1 of 6 words
     assert res["other_turns"] == 1 and res["their_statuses"] == ["no_speech"]
+    # words heard too wrong (WER 0.5 or more) are no answer, though the reply played
+    wrong = score(room, records, {1: "Please call Stella.", 2: "",
+                                  3: "Ask the bell to ring."})
+    assert not wrong["utterances"][1]["answered"] and wrong["utterances"][1]["wer"] >= 0.5
     # both utterances in one turn: neither answered on its own
     merged = score(room, [{"turn_id": 1, "status": "answered", "endpoint": 14.0,
                            "first_sound": 14.2}],
