@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from eval.corpus import load_manifest
-from eval.speech_bounds import speech_end, speech_span
+from eval.speech_bounds import clip_noise, noisy_pairs, speech_end, speech_span
 from eval.stats import percentiles
 from pipeline.audio import read_wav
 from pipeline.config import load_config
@@ -119,17 +119,12 @@ def measure(config_path: str, key: str, value: Optional[float]) -> dict[str, Any
 def in_a_noisy_room(config_path: str) -> list[dict[str, Any]]:
     """Each noisy clip with its noise going on before and after it (see ``--room``)."""
     vad = _started_vad(config_path)
-    clips = load_manifest()
-    by_id = {c.id: c for c in clips}
     rows = []
     try:
-        for clip in clips:
-            twin = by_id.get(clip.id.replace("_noisy", "_clean"))
-            if not clip.id.endswith("_noisy") or twin is None:
-                continue
+        for clip, twin in noisy_pairs(load_manifest()):
             noisy, clean = read_wav(clip.path), read_wav(twin.path)
-            n = min(len(noisy), len(clean))
-            noise = noisy[:n] - clean[:n]
+            noise, snr = clip_noise(noisy, clean)
+            n = len(noise)
             room = np.tile(noise, int(np.ceil((ROOM_BEFORE_S + ROOM_AFTER_S) * 16000 / n)) + 1)
             before = room[:int(ROOM_BEFORE_S * 16000)]
             after = room[len(before):len(before) + int(ROOM_AFTER_S * 16000)]
@@ -139,8 +134,7 @@ def in_a_noisy_room(config_path: str) -> list[dict[str, Any]]:
             started = [ev.t for ev in evs if isinstance(ev, SpeechStarted)]
             heard = end_heard(evs)
             input_end = len(audio) / 16000
-            snr = 10 * np.log10(np.mean(np.square(clean[:n])) / np.mean(np.square(noise)))
-            rows.append({"clip": clip.id, "snr_db": round(float(snr), 1),
+            rows.append({"clip": clip.id, "snr_db": round(snr, 1),
                          "utterances": len(started),
                          # Silero heard the noise alone as speech (before the user spoke)
                          "began_on_the_noise": bool(started and started[0] < start),

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 
 from eval.corpus import load_manifest
-from eval.speech_bounds import speech_span
+from eval.speech_bounds import clip_noise, noisy_pairs, speech_span
 from eval.stats import percentiles
 from eval.wer import wer
 from pipeline.audio import PIPELINE_RATE, read_wav, write_wav
@@ -43,15 +43,12 @@ HEARD_WER = 0.5  # an answer to words heard this wrong is an answer to something
 
 def rooms(lead_s: float = LEAD_S) -> list[dict[str, Any]]:
     """Each room's audio and its two utterances: (start, end) of speech and the text."""
-    clips = load_manifest()
-    by_id = {c.id: c for c in clips}
-    pairs = [(c, by_id[c.id.replace("_noisy", "_clean")]) for c in clips
-             if c.id.endswith("_noisy") and c.id.replace("_noisy", "_clean") in by_id]
+    pairs = noisy_pairs(load_manifest())
     out = []
     for i, (noisy_clip, clean_clip) in enumerate(pairs):
         noisy, clean = read_wav(noisy_clip.path), read_wav(clean_clip.path)
-        n = min(len(noisy), len(clean))
-        noise = noisy[:n] - clean[:n]
+        noise, snr = clip_noise(noisy, clean)
+        n = len(noise)
         second_clip = pairs[(i + 1) % len(pairs)][1]
         second = read_wav(second_clip.path)
         # the second utterance at the first one's speech level
@@ -70,8 +67,7 @@ def rooms(lead_s: float = LEAD_S) -> list[dict[str, Any]]:
                                  (second_at, second, second_clip.text)):
             s, e = speech_span(speech)
             utterances.append({"start": at / r + s, "end": at / r + e, "text": text})
-        snr = 10 * np.log10(np.mean(np.square(clean[:n])) / np.mean(np.square(noise)))
-        out.append({"room": noisy_clip.id, "snr_db": round(float(snr), 1),
+        out.append({"room": noisy_clip.id, "snr_db": round(snr, 1),
                     "audio": audio, "utterances": utterances})
     return out
 

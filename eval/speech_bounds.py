@@ -82,6 +82,20 @@ def clean_twin(clip: Clip, clips: list[Clip]) -> Clip:
     return clip
 
 
+def noisy_pairs(clips: list[Clip]) -> list[tuple[Clip, Clip]]:
+    """The noisy clips that have a clean twin, each with it."""
+    return [(c, clean_twin(c, clips)) for c in clips
+            if c.id.endswith("_noisy") and clean_twin(c, clips) is not c]
+
+
+def clip_noise(noisy: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, float]:
+    """A noisy clip's noise (the clip less its clean twin, over their common length) and
+    its SNR in dB."""
+    n = min(len(noisy), len(clean))
+    noise = noisy[:n] - clean[:n]
+    return noise, float(10 * np.log10(np.mean(np.square(clean[:n])) / np.mean(np.square(noise))))
+
+
 def speech_end(clip: Clip, clips: list[Clip]) -> float:
     """Seconds from the clip's start to its last voiced sample."""
     return speech_span(read_wav(clean_twin(clip, clips).path))[1]

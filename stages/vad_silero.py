@@ -243,12 +243,11 @@ class SileroVAD(Stage[AudioFrame, Union[SpeechStarted, SpeechProgress, SpeechPau
             utterance.append(frame.samples)
             stalled, self._stalled = self._stalled, None
             if stalled is not None and stalled[0] == self.turns and not paused:
-                after = min(len(utterance), max(0, round((frame.t - stalled[1]) * SAMPLE_RATE
-                                                         / FRAME)))
+                def frames_since(t: float) -> int:
+                    return min(len(utterance), max(0, round((frame.t - t) * SAMPLE_RATE / FRAME)))
+                after, unheard = frames_since(stalled[1]), frames_since(stalled[2])
                 yield SpeechEnded(self.turns, frame.t, speech_end=stalled[1],
                                   audio=self._cut(utterance, after, pad), stalled=True)
-                unheard = min(after, max(0, round((frame.t - stalled[2]) * SAMPLE_RATE
-                                                  / FRAME)))
                 self._learn_room(utterance[len(utterance) - after:len(utterance) - unheard])
                 in_speech, voiced_run, raw_run, paused = False, 0, 0, False
                 history.clear()

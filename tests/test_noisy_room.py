@@ -10,7 +10,7 @@ import json
 import numpy as np
 
 from eval.room import rooms, score
-from eval.speech_bounds import speech_span
+from eval.speech_bounds import clip_noise, speech_span
 from pipeline.audio import read_wav, write_wav
 from pipeline.console import Console
 from pipeline.events import AudioFrame, SpeechEnded, SpeechStarted
@@ -69,8 +69,8 @@ def test_an_over_counted_partial_does_not_hide_the_words_growing():
 def _room(corpus, after_s: float):
     by_id = {c.id: c for c in corpus}
     noisy, clean = (read_wav(by_id[f"{ROOM}_{kind}"].path) for kind in ("noisy", "clean"))
-    n = min(len(noisy), len(clean))
-    noise = noisy[:n] - clean[:n]
+    noise, _ = clip_noise(noisy, clean)
+    n = len(noise)
     loop = np.tile(noise, int((1 + after_s) * 16000 / n) + 2)
     audio = np.concatenate([loop[:16000], noisy, loop[16000:16000 + int(after_s * 16000)]])
     start, end = (1.0 + t for t in speech_span(clean))
