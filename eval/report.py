@@ -69,6 +69,8 @@ SWITCHES: dict[str, dict[str, dict[str, Any]]] = {
         {"pipeline": {"trim_tts_silence": False}},
     "first audio first (pipeline.first_audio_priority: the LLM waits for it)":
         {"pipeline": {"first_audio_priority": False}},
+    "audio cache (pipeline.audio_cache_chunks: a short chunk synthesized before is replayed)":
+        {"pipeline": {"audio_cache_chunks": 0}},
     "first chunk decoded in pieces (tts.stream_decode: its first 280 ms of audio first)":
         {"tts": {"stream_decode": False}},
     "noise-robust end of speech (vad.relative_drop)": {"vad": {"relative_drop": None}},
@@ -349,6 +351,7 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         "elapsed_s": elapsed,
         "machine": {**machine(), "speed_probe_ms": probes, "speed_drift": drift(probes)},
     }
+    summary["audio_cache"] = audio_cache(full_turns)
     spec = full["speculation"]
     if spec["speculative_started"]:
         summary["speculation"]["hit_rate"] = spec["speculative_committed"] / spec["speculative_started"]
@@ -415,6 +418,18 @@ def _drift_note(spread: Optional[float], warn: float = 0.2) -> str:
             "between rows within that much may be the machine's, not the switch's.")
 
 
+def audio_cache(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many replies' first chunk came from the audio cache
+    (pipeline.audio_cache_chunks), and the TTS's time to first audio either way (p50)."""
+    out: dict[str, Any] = {}
+    for name, cached in (("cached", True), ("synthesized", False)):
+        these = [t for t in turns if t.get("first_audio_cached") is cached]
+        out[f"first_chunks_{name}"] = len(these)
+        out[f"tts_first_audio_{name}_p50_ms"] = percentiles(
+            durations_ms(t)["TTS first audio"] for t in these)["p50"]
+    return out
+
+
 def _ms(x: Optional[float]) -> str:
     return "—" if x is None else f"{x:.0f}"
 
@@ -465,6 +480,12 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         f"{spec.get('provisional_heard_again', 0)} heard again on the confirmed audio; "
         f"{spec.get('words_stalled', 0)} utterances ended by their words stopping, "
         f"pipeline.words_stall_s)",
+        *([f"- Audio cache (pipeline.audio_cache_chunks): the first chunk of "
+           f"{summary['audio_cache']['first_chunks_cached']} replies replayed, of "
+           f"{summary['audio_cache']['first_chunks_synthesized']} synthesized; TTS first "
+           f"audio p50 {_ms(summary['audio_cache']['tts_first_audio_cached_p50_ms'])} ms "
+           f"against {_ms(summary['audio_cache']['tts_first_audio_synthesized_p50_ms'])} ms"]
+          if summary.get("audio_cache") else []),
         f"- Gap between consecutive sentences' audio: p50 {_ms(summary['sentence_gap_ms']['p50'])} ms, "
         f"p90 {_ms(summary['sentence_gap_ms']['p90'])} ms over {summary['sentence_gap_ms']['n']} "
         f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "

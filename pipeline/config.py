@@ -93,6 +93,14 @@ class PipelineSettings(Strict):
         True, description="From the end of a reply's first chunk until its audio is out, "
         "the LLM pauses: the TTS has the CPU to itself for the first audio; the LLM writes "
         "the rest while that audio plays.")
+    audio_cache_chunks: int = Field(
+        64, ge=0, description="Keep the audio of this many short chunks (the newest) and "
+        "replay a chunk whose exact text was synthesized before, its TTS skipped: a reply's "
+        "first chunk is on the critical path, and a small LLM opens its replies the same "
+        "few ways (\"I'm glad!\", \"That's a great\"). Only audio this session made; 0 = off.")
+    audio_cache_max_words: int = Field(
+        4, ge=1, description="audio_cache_chunks: only chunks of at most this many words "
+        "are kept (first chunks are three words, or a short clause).")
     trim_tts_silence: bool = Field(
         True, description="TTS voices pad each chunk with silence (Piper: 40-60 ms before, "
         "140-230 ms after), so a reply's first sound comes that much after its first sample "

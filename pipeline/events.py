@@ -128,3 +128,4 @@ class AudioChunk(Event):
     text: str = ""
     more: bool = False  # more audio of this text follows, in the next chunk
     continues: bool = False  # the audio of the previous chunk's text goes on
+    cached: bool = False  # replayed from the audio cache (pipeline.audio_cache_chunks)

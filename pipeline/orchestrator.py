@@ -106,7 +106,9 @@ class Orchestrator:
                       "listen_ahead_abandoned": 0, "superseded": 0,
                       "deferred_replies": 0, "deferred_discarded": 0,
                       "speculative_reply_wasted_s": 0.0, "speculative_provisional": 0,
-                      "provisional_heard_again": 0, "words_stalled": 0}
+                      "provisional_heard_again": 0, "words_stalled": 0,
+                      # the reply's first chunk: from the audio cache, or synthesized
+                      "first_audio_cached": 0, "first_audio_synthesized": 0}
         # verdict -> first audio of recent turns: how early a deferred reply must start
         self._reply_compute_s: collections.deque[float] = collections.deque(maxlen=10)
 
@@ -632,6 +634,9 @@ class Orchestrator:
                 first = turn.add(chunk, start)
                 if first:
                     self._reply_compute_s.append(chunk.t - decided)
+                    turn.first_audio_cached = chunk.cached
+                    self.stats["first_audio_cached" if chunk.cached
+                               else "first_audio_synthesized"] += 1
                     tl.mark("playback_start", start)
                     tl.mark("first_sound", start + edges.leading_silence_s(
                         chunk.samples, chunk.sample_rate, self.config.pipeline.tts_silence_db))
@@ -673,6 +678,8 @@ class Orchestrator:
             timeline["barge_in_stop_ms"] = round(turn.barge_in_stop_ms, 1)
         if turn.verdict is not None:
             timeline["end_of_turn"] = turn.verdict.record()
+        if turn.first_audio_cached is not None:
+            timeline["first_audio_cached"] = turn.first_audio_cached
         transcript = {"turn_id": turn.turn_id, "user": turn.user_text,
                       "assistant": turn.reply_text, "status": turn.status,
                       "interrupted": turn.interrupted}

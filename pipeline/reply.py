@@ -17,7 +17,10 @@ import asyncio
 from contextlib import aclosing, contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, TypeVar
 
+import numpy as np
+
 from . import clock, edges
+from .audio_cache import AudioCache
 from .errors import CascadeError, StageError
 from .events import AudioChunk, LLMRequest, Sentence, TextDelta
 from .splitter import SentenceSplitter, split_stream
@@ -94,13 +97,16 @@ async def whole_reply(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[Sentenc
 
 async def _speak_all(tts, sentences: AsyncIterator[Sentence],
                      spoken: Optional[asyncio.Event] = None,
-                     settings: Any = None) -> AsyncIterator[AudioChunk]:
+                     settings: Any = None,
+                     cache: Optional[AudioCache] = None) -> AsyncIterator[AudioChunk]:
     """``spoken`` is set once the first sentence is synthesized (audio or none; all its
     pieces, where the TTS gives it in pieces); with ``settings.trim_tts_silence`` each
-    chunk's edges are trimmed (:mod:`pipeline.edges`)."""
+    chunk's edges are trimmed (:mod:`pipeline.edges`); with ``cache``, a short chunk
+    synthesized before is replayed from it."""
     async with aclosing(sentences) as it:
         async for sentence in it:
-            async with aclosing(_pieces(tts, sentence)) as pieces:
+            async with aclosing(_pieces(tts, sentence) if cache is None
+                                else _cached_pieces(tts, sentence, cache)) as pieces:
                 async for chunk in pieces:
                     if spoken is not None and not chunk.more:
                         spoken.set()
@@ -122,6 +128,31 @@ async def _pieces(tts, sentence: Sentence) -> AsyncIterator[AudioChunk]:
         yield chunk
 
 
+async def _cached_pieces(tts, sentence: Sentence, cache: AudioCache
+                         ) -> AsyncIterator[AudioChunk]:
+    """The sentence's audio from ``cache`` if its exact text was synthesized before
+    (one chunk, at once); else from the TTS, kept in ``cache`` once its last piece is
+    made (a chunk cut before its end is not kept)."""
+    if not cache.keeps(sentence.text):
+        async with aclosing(_pieces(tts, sentence)) as pieces:
+            async for chunk in pieces:
+                yield chunk
+        return
+    audio = cache.get(sentence.text)
+    if audio is not None:
+        yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
+                         sample_rate=tts.sample_rate, sentence_index=sentence.index,
+                         text=sentence.text, cached=True)
+        return
+    made: list[np.ndarray] = []
+    async with aclosing(_pieces(tts, sentence)) as pieces:
+        async for chunk in pieces:
+            made.append(chunk.samples)
+            if not chunk.more:  # kept before it is handed on: the consumer may stop there
+                cache.put(sentence.text, np.concatenate(made))
+            yield chunk
+
+
 async def _pause_for_first_audio(deltas: AsyncIterator[TextDelta], sent: asyncio.Event,
                                  spoken: asyncio.Event) -> AsyncIterator[TextDelta]:
     """The tokens of ``deltas``; once the first chunk is ``sent`` to the TTS, the next
@@ -138,6 +169,9 @@ class ReplyChain:
     def __init__(self, llm, tts, settings):
         """``settings``: the ``pipeline:`` section (stream_tts, first_clause, run_ahead...)."""
         self.llm, self.tts, self.settings = llm, tts, settings
+        # one per session (the server's sessions share the TTS, not this cache)
+        self.cache = (AudioCache(settings.audio_cache_chunks, settings.audio_cache_max_words)
+                      if settings.audio_cache_chunks else None)
 
     def splitter(self) -> SentenceSplitter:
         s = self.settings
@@ -168,7 +202,7 @@ class ReplyChain:
         if s.run_ahead:
             sentences = run_ahead(sentences, s.sentences_ahead, f"llm-{request.turn_id}")
         audio = guard("tts", _speak_all(self.tts, sentences, spoken,
-                                        s if s.trim_tts_silence else None),
+                                        s if s.trim_tts_silence else None, self.cache),
                       lambda c: mark("tts_first_audio", c.t))
         if s.run_ahead:
             audio = run_ahead(audio, s.chunks_ahead, f"tts-{request.turn_id}")

@@ -63,6 +63,7 @@ class Turn:
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set: the reply may start
     reply_started: Optional[float] = None  # when its LLM request went out
     echo: bool = False  # its words were the held reply's own (pipeline.ignore_own_words)
+    first_audio_cached: Optional[bool] = None  # its first chunk came from the audio cache
     # started at a provisional pause (vad.early_pause_drop): its silence is not counted
     # until the end of speech is confirmed; the verdict's silence waits in commit_after
     soft: bool = False
