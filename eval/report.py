@@ -12,7 +12,8 @@ replayed with each latency switch off in turn (its first --ablation-turns turns)
 as a naive cascade (all of them), in the same run, and each is reported as a ratio to
 the full pipeline on the same turns.
 
-Writes eval/out/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png.
+Writes eval/out/report.md, summary.json, turns.jsonl (the matched turns), records.jsonl
+(every pipeline turn), waterfall.png, v2v.png.
 """
 from __future__ import annotations
 
@@ -400,6 +401,12 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         for name, res in results.items():
             for t in res["turns"]:
                 f.write(json.dumps({"variant": name, **t}, default=plain) + "\n")
+    # every pipeline turn, those no user turn was matched with too (a premature
+    # endpoint's, reopened or interrupted; a backchannel's; echo): to trace them
+    with open(out / "records.jsonl", "w") as f:
+        for name, res in results.items():
+            for r in res.get("records", []):
+                f.write(json.dumps({"variant": name, **r}, default=plain) + "\n")
     if full_turns:
         plot(full_turns, out)
     md = render_markdown(summary, base, full_turns, pauses_result, quality_result)
@@ -593,7 +600,8 @@ def main() -> None:
            pauses=not args.no_pauses, pauses_items=args.pauses_items,
            quality=not args.no_quality)
     print((args.out / "report.md").read_text().split("## Machine")[0])
-    print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, waterfall.png, v2v.png")
+    print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, records.jsonl, waterfall.png, "
+          "v2v.png")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ async def _converse(session: Session, clips, seed: int, progress) -> dict[str, A
     asr_stats = getattr(session.stages.asr, "stats", {})
     threads = getattr(session.stages.asr, "thread_choice", None)
     return {"turns": matched, "counts": counts, "speculation": dict(session.orchestrator.stats),
-            "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": log.timeline,
+            "asr_paths": dict(asr_stats), "ready_s": ready_s, "records": records,
             "asr_threads": threads.record() if threads is not None else None}
 
 

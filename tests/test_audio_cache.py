@@ -11,30 +11,21 @@ from pipeline.config import PipelineSettings
 from pipeline.events import LLMRequest
 from pipeline.reply import ReplyChain
 from pipeline.stages import Stages
-from stages.tts_piper import PiperConfig, PiperTTS
 from tests.conftest import collect, run
 from tests.fakes import FakeASR, FakeLLM, FakeTTS, ScriptedVAD, fake_session, run_session
 
 REPLY = "I'm glad to hear that. Have a lovely day with your family and friends."
 
 
-@pytest.fixture(scope="module")
-def piper():
-    tts = PiperTTS(PiperConfig())
-    run(tts.start())
-    yield tts
-    run(tts.aclose())
-
-
-def counting(piper, monkeypatch):
-    """The texts the TTS is asked to synthesize, in order."""
+def counting(tts, monkeypatch):
+    """The texts the TTS (the bundled Piper voice) is asked to synthesize, in order."""
     asked = []
-    pieces = piper.pieces
+    pieces = tts.pieces
 
     def counted(text, first):
         asked.append(text)
         return pieces(text, first)
-    monkeypatch.setattr(piper, "pieces", counted)
+    monkeypatch.setattr(tts, "pieces", counted)
     return asked
 
 
@@ -43,9 +34,9 @@ def reply(chain, turn_id, marks=None):
                                    (marks if marks is not None else {}).setdefault)))
 
 
-def test_a_first_chunk_said_before_is_replayed_not_synthesized(piper, monkeypatch):
-    asked = counting(piper, monkeypatch)
-    chain = ReplyChain(FakeLLM(ttft=0.0, per_token=0.0, reply=REPLY), piper, PipelineSettings())
+def test_a_first_chunk_said_before_is_replayed_not_synthesized(tts, monkeypatch):
+    asked = counting(tts, monkeypatch)
+    chain = ReplyChain(FakeLLM(ttft=0.0, per_token=0.0, reply=REPLY), tts, PipelineSettings())
     first = reply(chain, 1)
     assert asked == ["I'm glad to", "hear that.", "Have a lovely day with your family and",
                      "friends."]
@@ -66,9 +57,9 @@ def test_a_first_chunk_said_before_is_replayed_not_synthesized(piper, monkeypatc
     assert np.array_equal(again[1].samples, first[-3].samples)  # "hear that."
 
 
-def test_with_the_cache_off_every_chunk_is_synthesized(piper, monkeypatch):
-    asked = counting(piper, monkeypatch)
-    chain = ReplyChain(FakeLLM(ttft=0.0, per_token=0.0, reply=REPLY), piper,
+def test_with_the_cache_off_every_chunk_is_synthesized(tts, monkeypatch):
+    asked = counting(tts, monkeypatch)
+    chain = ReplyChain(FakeLLM(ttft=0.0, per_token=0.0, reply=REPLY), tts,
                        PipelineSettings(audio_cache_chunks=0))
     assert chain.cache is None
     reply(chain, 1)
@@ -77,12 +68,12 @@ def test_with_the_cache_off_every_chunk_is_synthesized(piper, monkeypatch):
     assert not any(c.cached for c in again)
 
 
-def test_a_chunk_cut_before_its_end_is_not_kept(piper):
+def test_a_chunk_cut_before_its_end_is_not_kept(tts):
     """A first chunk decoded in pieces, the reply cut after its first piece (a barge-in):
     its audio is not all there, so it is not kept; said whole later, it is."""
     text = "That sounds like a really wonderful plan!"
     settings = PipelineSettings(max_first_words=8, audio_cache_max_words=8)
-    chain = ReplyChain(FakeLLM(ttft=0.0, per_token=0.0, reply=text), piper, settings)
+    chain = ReplyChain(FakeLLM(ttft=0.0, per_token=0.0, reply=text), tts, settings)
 
     async def first_piece():
         stream = chain.audio(LLMRequest(1, 0.0, []), {}.setdefault)
