@@ -492,7 +492,7 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
            f"{summary['audio_cache']['first_chunks_synthesized']} synthesized; TTS first "
            f"audio p50 {_ms(summary['audio_cache']['tts_first_audio_cached_p50_ms'])} ms "
            f"against {_ms(summary['audio_cache']['tts_first_audio_synthesized_p50_ms'])} ms"]
-          if summary.get("audio_cache") else []),
+          if summary.get("audio_cache") and config.pipeline.audio_cache_chunks else []),
         f"- Gap between consecutive sentences' audio: p50 {_ms(summary['sentence_gap_ms']['p50'])} ms, "
         f"p90 {_ms(summary['sentence_gap_ms']['p90'])} ms over {summary['sentence_gap_ms']['n']} "
         f"gaps; replies with an audible gap (over {AUDIBLE_GAP_MS:.0f} ms): "
