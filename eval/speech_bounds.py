@@ -84,8 +84,8 @@ def clean_twin(clip: Clip, clips: list[Clip]) -> Clip:
 
 def noisy_pairs(clips: list[Clip]) -> list[tuple[Clip, Clip]]:
     """The noisy clips that have a clean twin, each with it."""
-    return [(c, clean_twin(c, clips)) for c in clips
-            if c.id.endswith("_noisy") and clean_twin(c, clips) is not c]
+    return [(c, twin) for c in clips
+            if c.id.endswith("_noisy") and (twin := clean_twin(c, clips)) is not c]
 
 
 def clip_noise(noisy: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, float]:

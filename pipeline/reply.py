@@ -105,8 +105,9 @@ async def _speak_all(tts, sentences: AsyncIterator[Sentence],
     synthesized before is replayed from it."""
     async with aclosing(sentences) as it:
         async for sentence in it:
-            async with aclosing(_pieces(tts, sentence) if cache is None
-                                else _cached_pieces(tts, sentence, cache)) as pieces:
+            kept = cache is not None and cache.keeps(sentence.text)
+            async with aclosing(_cached_pieces(tts, sentence, cache) if kept
+                                else _pieces(tts, sentence)) as pieces:
                 async for chunk in pieces:
                     if spoken is not None and not chunk.more:
                         spoken.set()
@@ -130,14 +131,9 @@ async def _pieces(tts, sentence: Sentence) -> AsyncIterator[AudioChunk]:
 
 async def _cached_pieces(tts, sentence: Sentence, cache: AudioCache
                          ) -> AsyncIterator[AudioChunk]:
-    """The sentence's audio from ``cache`` if its exact text was synthesized before
-    (one chunk, at once); else from the TTS, kept in ``cache`` once its last piece is
-    made (a chunk cut before its end is not kept)."""
-    if not cache.keeps(sentence.text):
-        async with aclosing(_pieces(tts, sentence)) as pieces:
-            async for chunk in pieces:
-                yield chunk
-        return
+    """The audio of a sentence short enough for ``cache``: from it if its exact text was
+    synthesized before (one chunk, at once); else from the TTS, kept in ``cache`` once
+    its last piece is made (a chunk cut before its end is not kept)."""
     audio = cache.get(sentence.text)
     if audio is not None:
         yield AudioChunk(sentence.turn_id, clock.now(), samples=audio,
