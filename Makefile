@@ -60,6 +60,7 @@ test: $(TEST_STAMP)
 
 # Latency report (eval/out/): CONFIG=... to choose the profile, ABLATION=1 to
 # replay the conversation with each latency switch off in turn and as a naive cascade.
+# Also the compute floor (eval/floor.py): the same utterances, the critical path's steps alone.
 # SLOW=0.4: an emulated slower CPU, every thread at 40% of a core (cgroup v1 quotas); check
 # the slow-down with `eval.bench_asr --slow 0.4` (here: 2.9x short window, 3.3x standard).
 ABLATION ?=

@@ -33,6 +33,7 @@ import yaml
 
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
+from eval.floor import render as render_floor, run_floor, summarize as summarize_floor
 from eval.pauses import build_items, pauses_benchmark, render as render_pauses
 from eval.probe import LEGEND, describe, drift, speed_probe
 from eval.quality import VARIANTS as QUALITY_VARIANTS, headline, render as render_quality, run_profile as run_quality, \
@@ -267,20 +268,21 @@ def report(config_path: str, turns: int, ablation: bool, ablation_turns: int, se
            out: Path = OUT, llm_cpu: Optional[float] = None,
            switches: Optional[list[str]] = None, slow: Optional[float] = None,
            pauses: bool = True, pauses_items: Optional[int] = None,
-           quality: bool = True) -> dict[str, Any]:
+           quality: bool = True, floor: bool = True) -> dict[str, Any]:
     """``switches``: ablate only the switches whose name contains one of these words
     (the naive cascade is then left out, unless one is "naive"); ``llm_cpu``: the LLM
     gets this fraction of one core; ``slow``: every thread gets this fraction of a core,
     an emulated slower CPU (see :mod:`eval.cpu_quota`)."""
     with SlowCpu(slow) if slow else contextlib.nullcontext():
         return _report(config_path, turns, ablation, ablation_turns, seed, out, llm_cpu,
-                       switches, slow, pauses, pauses_items, quality)
+                       switches, slow, pauses, pauses_items, quality, floor)
 
 
 def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, seed: int,
             out: Path, llm_cpu: Optional[float], switches: Optional[list[str]],
             slow: Optional[float], pauses: bool = True,
-            pauses_items: Optional[int] = None, quality: bool = True) -> dict[str, Any]:
+            pauses_items: Optional[int] = None, quality: bool = True,
+            floor: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     base = load_config(config_path)
@@ -320,6 +322,10 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         print("reply quality: the spoken question set")
         quality_result = run_quality(base, synthesize(
             QUESTIONS[:pauses_items] if pauses_items else QUESTIONS))
+    floor_result = None
+    if floor:  # the same utterances, each critical-path step alone: what V2V cannot beat
+        print("compute floor: the critical path's steps, each alone")
+        floor_result = asyncio.run(run_floor(base, turns, seed))
     probes["end"] = speed_probe()
     elapsed = time.perf_counter() - t_start
 
@@ -388,6 +394,14 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         summary["naive_v2v_ms"] = {"p50": None, "p90": None}
         summary["speedup_vs_naive_p50"] = None
 
+    if floor_result is not None:
+        summary["floor_ms"] = summarize_floor(floor_result["rows"])
+        f50, v50 = summary["floor_ms"]["floor"]["p50"], summary["v2v_ms"]["p50"]
+        summary["v2v_over_floor_p50"] = v50 / f50 if f50 and v50 else None
+        (out / "floor.json").write_text(json.dumps(
+            {"config": config_path, "cpu_fraction": slow or 1.0,
+             "pause_ms": base.vad.pause_ms, "summary": summary["floor_ms"],
+             "rows": floor_result["rows"]}, indent=2, default=plain))
     if quality_result is not None:
         summary["quality"] = headline(quality_result)
         (out / "quality.json").write_text(json.dumps(
@@ -540,6 +554,19 @@ def render_markdown(summary: dict[str, Any], config: CascadeConfig,
         if summary["ablation_not_applicable"]:
             lines += ["", "Not ablated (no such key in this profile, or already off): "
                       + ", ".join(summary["ablation_not_applicable"]) + "."]
+    if summary.get("floor_ms"):
+        fl = summary["floor_ms"]
+        lines += ["", "## Compute floor", "",
+                  f"The same {fl['turns']} utterances, the four steps a reply waits for timed "
+                  "each alone, nothing else running (eval/floor.py): their sum plus "
+                  f"vad.pause_ms ({config.vad.pause_ms} ms) is the V2V a perfect orchestration "
+                  "of these models would reach on this machine.", "",
+                  render_floor(fl, config.vad.pause_ms, summary["cpu_fraction"]
+                               if summary["cpu_fraction"] != 1.0 else None), "",
+                  f"V2V p50 / floor p50: {summary['v2v_over_floor_p50']:.2f}x "
+                  "(the rest is the steps sharing two cores with each other and with the VAD, "
+                  "Smart Turn and listen-ahead, and the end-of-turn silences)."
+                  if summary.get("v2v_over_floor_p50") else ""]
     if pauses is not None:
         lines += ["", "## Pauses: end of turn on utterances with inner pauses", "",
                   f"{pauses['detail']['adaptive']['utterances']} utterances from the corpus "
@@ -594,11 +621,13 @@ def main() -> None:
                     "questions of the reply-quality set (a quick check)")
     ap.add_argument("--no-quality", action="store_true",
                     help="leave out the reply-quality question set")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="leave out the compute floor (eval/floor.py)")
     args = ap.parse_args()
     report(args.config, args.turns, args.ablation, args.ablation_turns, args.seed, args.out,
            llm_cpu=args.llm_cpu, switches=args.switches, slow=args.slow,
            pauses=not args.no_pauses, pauses_items=args.pauses_items,
-           quality=not args.no_quality)
+           quality=not args.no_quality, floor=not args.no_floor)
     print((args.out / "report.md").read_text().split("## Machine")[0])
     print(f"wrote {args.out}/report.md, summary.json, turns.jsonl, records.jsonl, waterfall.png, "
           "v2v.png")
