@@ -12,7 +12,8 @@ conversation (the history grows with the replies, as in a session), and times ea
 the four steps with the models alone on the machine, one after the other, nothing else
 running. Their sum, plus the VAD's ``pause_ms`` (the silence heard before any of it
 starts), is the V2V that a perfect orchestration of these models would reach on this
-machine: the floor.
+machine: the floor. A transcript that trails off ("and we...") gets no verdict, as in the
+pipeline: the reply's first chunk then holds its whole prefill.
 
 What runs off the critical path in a session runs here too, untimed: the prefill of
 the next prompt's prefix, and listen-ahead's prefill of a partial transcript (the
@@ -39,6 +40,7 @@ from eval.stats import percentiles
 from pipeline.audio import PIPELINE_RATE
 from pipeline.config import CascadeConfig, load_config
 from pipeline.conversation import Conversation
+from pipeline.endpoint import unfinished_text
 from pipeline.events import LLMRequest
 from pipeline.reply import ReplyChain
 from pipeline.stages import build_stages, start_stages
@@ -83,7 +85,8 @@ async def run_floor(config: CascadeConfig, turns: int, seed: int = 1) -> dict[st
     conv = Conversation(llm, pc.history_token_budget if pc.truncate_prompt else None,
                         max_turns=pc.history_max_turns)
     splitter = ReplyChain(llm, tts, pc).splitter()
-    semantic = (pc.endpointing == "adaptive" and pc.semantic_eot
+    # as the orchestrator and pipeline/endpoint.py decide it
+    semantic = (pc.endpointing == "adaptive" and pc.speculative and pc.semantic_eot
                 and hasattr(llm, "end_of_turn_logprob"))
     listen_ahead = (pc.listen_ahead and hasattr(llm, "prefill_user")
                     and getattr(asr, "has_partials", False))
@@ -111,9 +114,11 @@ async def run_floor(config: CascadeConfig, turns: int, seed: int = 1) -> dict[st
                 rows.append(row)
                 continue
             messages = await conv.prompt(text, language)
-            if semantic:
+            if semantic and not unfinished_text(text):  # else the reply prefills it all
+                sentence_end = (pc.eot_sentence_end
+                                and len(text.split()) >= pc.eot_sentence_min_words)
                 t0 = time.perf_counter()
-                await llm.worker.call(llm.end_of_turn_logprob, messages, pc.eot_sentence_end)
+                await llm.worker.call(llm.end_of_turn_logprob, messages, sentence_end)
                 row["eot_verdict"] = _ms(t0)
             else:
                 row["eot_verdict"] = 0.0
@@ -129,6 +134,15 @@ async def run_floor(config: CascadeConfig, turns: int, seed: int = 1) -> dict[st
         for stage in stages.all():
             await stage.aclose()
     return {"rows": rows, "listen_ahead": listen_ahead, "semantic_eot": semantic}
+
+
+def record(config_path: str, config: CascadeConfig, slow: Optional[float],
+           result: dict[str, Any], summary: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What floor.json holds (this module's main and the report write it)."""
+    return {"config": config_path, "cpu_fraction": slow or 1.0,
+            "pause_ms": config.vad.pause_ms, "listen_ahead": result["listen_ahead"],
+            "semantic_eot": result["semantic_eot"], **extra, "summary": summary,
+            "rows": result["rows"]}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,12 +191,9 @@ def main() -> None:
     print(render(summary, config.vad.pause_ms, args.slow))
     print(f"  machine speed before / after ({LEGEND}): {describe(before)} / {describe(after)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "floor.json").write_text(json.dumps({
-        "config": args.config, "cpu_fraction": args.slow or 1.0, "machine": machine(),
-        "pause_ms": config.vad.pause_ms, "listen_ahead": result["listen_ahead"],
-        "semantic_eot": result["semantic_eot"], "summary": summary,
-        "probes": {"before": before, "after": after}, "rows": result["rows"]},
-        indent=1, default=float))
+    (OUT / "floor.json").write_text(json.dumps(record(
+        args.config, config, args.slow, result, summary, machine=machine(),
+        probes={"before": before, "after": after}), indent=1, default=float))
     print(f"wrote {OUT / 'floor.json'}")
 
 

@@ -33,7 +33,8 @@ import yaml
 
 from eval.corpus import load_manifest
 from eval.cpu_quota import SlowCpu
-from eval.floor import render as render_floor, run_floor, summarize as summarize_floor
+from eval.floor import record as floor_record, render as render_floor, run_floor, \
+    summarize as summarize_floor
 from eval.pauses import build_items, pauses_benchmark, render as render_pauses
 from eval.probe import LEGEND, describe, drift, speed_probe
 from eval.quality import VARIANTS as QUALITY_VARIANTS, headline, render as render_quality, run_profile as run_quality, \
@@ -398,10 +399,9 @@ def _report(config_path: str, turns: int, ablation: bool, ablation_turns: int, s
         summary["floor_ms"] = summarize_floor(floor_result["rows"])
         f50, v50 = summary["floor_ms"]["floor"]["p50"], summary["v2v_ms"]["p50"]
         summary["v2v_over_floor_p50"] = v50 / f50 if f50 and v50 else None
-        (out / "floor.json").write_text(json.dumps(
-            {"config": config_path, "cpu_fraction": slow or 1.0,
-             "pause_ms": base.vad.pause_ms, "summary": summary["floor_ms"],
-             "rows": floor_result["rows"]}, indent=2, default=plain))
+        (out / "floor.json").write_text(json.dumps(floor_record(
+            config_path, base, slow, floor_result, summary["floor_ms"]), indent=2,
+            default=plain))
     if quality_result is not None:
         summary["quality"] = headline(quality_result)
         (out / "quality.json").write_text(json.dumps(
